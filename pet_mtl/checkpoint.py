@@ -1,0 +1,150 @@
+"""Self-contained checkpoint directories, written atomically and loaded without pickle.
+
+Layout of a checkpoint directory:
+  model/          save_pretrained (safetensors + config.json)
+  tokenizer/      save_pretrained (tokenizer.json, vocab, config)
+  pet_mtl.json    method, tasks and their label codes, the patterns (template source + verbalizer), max_length,
+                  the step and metrics it was saved at
+  config.yaml     the resolved training config
+  train_state/    (checkpoint-last only) optimizer tensors as safetensors, scheduler/sampler/RNG state as JSON
+The directory is built under a temporary name beside the target and renamed into place, so a crash leaves either
+the old checkpoint or the new one, never a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .backbone import load_pretrained, refuse_pickles
+from .errors import CheckpointError
+from .patterns import Pattern
+from .tasks import get_task
+
+FORMAT_VERSION = 1
+META = "pet_mtl.json"
+
+
+def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp)` on a fresh sibling directory, then swap it in for `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(target: Path, mlm, tokenizer, meta: dict[str, Any], config_yaml: str,
+                    train_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None) -> Path:
+    def write(tmp: Path) -> None:
+        mlm.save_pretrained(tmp / "model", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        (tmp / META).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, ensure_ascii=False, indent=1),
+                                encoding="utf-8")
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        if train_state is not None:
+            tensors, state = train_state
+            (tmp / "train_state").mkdir()
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "train_state" / "tensors.safetensors")
+            (tmp / "train_state" / "state.json").write_text(json.dumps(state), encoding="utf-8")
+
+    return atomic_dir(target, write)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory, given it or a run directory that holds checkpoint-best."""
+    path = Path(path)
+    for cand in (path, path / "checkpoint-best"):
+        if (cand / META).is_file():
+            return cand
+    raise CheckpointError(path, None, f"not a pet_mtl checkpoint (no {META}) nor a run directory with checkpoint-best/")
+
+
+def load_meta(ckpt: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((ckpt / META).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(ckpt / META, None, f"unreadable: {e}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(ckpt / META, None, f"format_version {meta.get('format_version')} is not "
+                              f"{FORMAT_VERSION}; written by another pet_mtl version")
+    for name, info in meta["tasks"].items():
+        if tuple(info["labels"]) != get_task(name).labels:
+            raise CheckpointError(ckpt / META, None, f"{name} label codes {info['labels']} differ from this "
+                                  f"pet_mtl's {list(get_task(name).labels)}")
+    return meta
+
+
+def load_checkpoint(path: str | Path, trust_pickle: bool = False):
+    """(checkpoint dir, tokenizer, masked LM, meta, patterns by task)."""
+    ckpt = resolve(path)
+    refuse_pickles(ckpt, trust_pickle)
+    meta = load_meta(ckpt)
+    tokenizer, mlm = load_pretrained(ckpt / "model", trust_pickle, tokenizer_dir=ckpt / "tokenizer")
+    patterns: dict[str, list[Pattern]] = {t: [] for t in meta["tasks"]}
+    for d in meta["patterns"]:
+        patterns[d["task"]].append(Pattern.from_dict(d, str(ckpt / META)))
+    return ckpt, tokenizer, mlm, meta, patterns
+
+
+def load_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    d = ckpt / "train_state"
+    if not (d / "state.json").is_file():
+        raise CheckpointError(d, None, "no training state to resume from")
+    return load_file(d / "tensors.safetensors"), json.loads((d / "state.json").read_text(encoding="utf-8"))
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as tensors + JSON (no pickle)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for key, v in info["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})

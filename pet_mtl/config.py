@@ -1,0 +1,118 @@
+"""Typed configs, mirrored by conf/*.yaml; Hydra validates overrides against them (a typo fails fast).
+
+Why dataclasses and not bare YAML: a wrong key or type (`train.lr=fast`, `train.bacth_size=8`) is rejected
+before anything is loaded, and the library reads `cfg.train.lr` with a known type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TinyModelConfig:
+    """The random BERT built when model.path is null (demo, tests)."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+
+
+@dataclass
+class ModelConfig:
+    #: a local Hugging Face masked-LM directory (e.g. ../shared/models/zh-mini-mlm); null builds a tiny random one
+    path: Optional[str] = None
+    #: tokens per sequence, special tokens included; example fields are truncated to fit, patterns never
+    max_length: int = 128
+    #: allow .bin/.pt pickle files in model.path (they can execute code when loaded)
+    trust_pickle: bool = False
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class DataConfig:
+    #: folder with the competition files (OCNLI_train.csv, ...); null = the demo set in examples/demo
+    dir: Optional[str] = None
+    #: validation rows carved from each training file, stratified by label: a fraction (<1) or a count
+    val_size: float = 0.1
+    #: cap on training rows per task (a seeded stratified subsample), null = all
+    max_train_per_task: Optional[int] = None
+    #: cap on validation rows per task, null = all of val_size
+    max_val_per_task: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 2.0
+    #: stop after this many optimizer steps (overrides epochs)
+    max_steps: Optional[int] = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    #: proportional | temperature | round_robin (pet_mtl/sampling.py)
+    sampling: str = "proportional"
+    temperature: float = 2.0
+    #: per-task loss weights, e.g. {ocemotion: 2.0}; tasks not named weigh 1
+    task_weights: Dict[str, float] = field(default_factory=dict)
+    group_by_length: bool = True
+    pad_to_multiple_of: int = 8
+    #: fp32 | bf16 (autocast; about 2x faster on CPUs with AVX512-BF16 and on GPUs)
+    precision: str = "fp32"
+    #: evaluate (and keep the best checkpoint) every N optimizer steps, and always at the end; 0 = only at the end
+    eval_every: int = 500
+    eval_batch_size: int = 128
+    log_every: int = 20
+    #: continue from <run dir>/checkpoint-last (run with hydra.run.dir=<that run dir>)
+    resume: bool = False
+    #: torch threads; null = torch's default
+    num_threads: Optional[int] = None
+    #: after training, write a submission for these test splits (a, b) with the best checkpoint
+    predict_splits: List[str] = field(default_factory=lambda: ["a"])
+    progress: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    method: str = "pet"
+    tasks: List[str] = field(default_factory=lambda: ["ocnli", "ocemotion", "tnews"])
+    #: folder that pattern template paths are relative to; null = the project's patterns/
+    pattern_root: Optional[str] = None
+    #: task -> list of {template, verbalizer}; chosen with patterns=<set> from conf/patterns/
+    patterns: Dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class PredictDataConfig:
+    #: folder with the test files; null = the data.dir the checkpoint was trained with
+    dir: Optional[str] = None
+
+
+@dataclass
+class PredictConfig:
+    #: a run directory (its checkpoint-best is used) or a checkpoint directory
+    checkpoint: str = "???"
+    #: a (OCNLI_a.csv, ...) or b (ocnli_test_B.csv, ...)
+    split: str = "a"
+    data: PredictDataConfig = field(default_factory=PredictDataConfig)
+    #: where the three JSON files and submit.zip go; null = the Hydra run directory
+    output_dir: Optional[str] = None
+    batch_size: int = 128
+    precision: str = "fp32"
+    trust_pickle: bool = False
+    device: str = "cpu"
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(name="predict_schema", node=PredictConfig)

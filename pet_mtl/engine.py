@@ -1,0 +1,319 @@
+"""The training and evaluation loop: features in, checkpoints and metrics.json out.
+
+One `Trainer` owns a run directory. It evaluates every `train.eval_every` optimizer steps and at the end, appends
+to metrics.json, keeps `checkpoint-best` (highest mean macro-F1) and `checkpoint-last` (with the optimizer,
+scheduler, data position and RNG state, so `train.resume=true` continues exactly where the run stopped).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from omegaconf import OmegaConf
+
+from . import checkpoint as ckpt_io
+from .backbone import build_tiny, load_pretrained
+from .config import Config
+from .data import Example, read_examples, stratified_split
+from .errors import ConfigError
+from .features import ClozeEncoder, Feature, collate
+from .metrics import classification_scores, competition_score
+from .model import ClozeModel, cloze_loss
+from .patterns import PATTERNS_ROOT, load_pattern_set
+from .sampling import MultiTaskBatches
+from .tasks import get_task
+
+log = logging.getLogger("pet_mtl")
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, precision: str):
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def data_dir(configured: str | None) -> Path:
+    return DEMO_DIR if configured is None else Path(configured).expanduser().resolve()
+
+
+def test_file(directory: Path, task: str, split: str) -> Path:
+    files = get_task(task).files
+    if split not in files or split == "train":
+        raise ConfigError(f"split={split!r}: expected one of {', '.join(s for s in files if s != 'train')}")
+    return directory / files[split]
+
+
+@dataclass
+class TaskData:
+    train: list[Example]
+    val: list[Example]
+
+
+def load_task_data(cfg: Config) -> dict[str, TaskData]:
+    """Read each task's training file and carve the seeded, stratified validation split from it."""
+    directory = data_dir(cfg.data.dir)
+    out = {}
+    for name in cfg.tasks:
+        task = get_task(name)
+        examples = read_examples(directory / task.files["train"], task, labelled=True)
+        train, val = stratified_split(examples, cfg.data.val_size, cfg.seed)
+        if cfg.data.max_val_per_task and len(val) > cfg.data.max_val_per_task:
+            _, val = stratified_split(val, cfg.data.max_val_per_task, cfg.seed)
+        if cfg.data.max_train_per_task and len(train) > cfg.data.max_train_per_task:
+            _, train = stratified_split(train, cfg.data.max_train_per_task, cfg.seed)
+        if not val:
+            raise ConfigError(f"{name}: data.val_size={cfg.data.val_size} leaves no validation rows")
+        out[name] = TaskData(train, val)
+    return out
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@torch.inference_mode()
+def score_features(model: ClozeModel, features: Sequence[Feature], batch_size: int, pad_id: int,
+                   pad_to_multiple_of: int, precision: str, device: torch.device) -> torch.Tensor:
+    """[N, C] label scores in input order; batches are formed from length-sorted features to cut padding."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
+    out = torch.empty(len(features), model.label_ids.size(1))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate([features[i] for i in idx], pad_id, pad_to_multiple_of)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            out[idx] = model(**batch).float().cpu()
+    model.train(was_training)
+    return out
+
+
+def example_scores(features: Sequence[Feature], scores: torch.Tensor, n_examples: int) -> torch.Tensor:
+    """Average each example's label scores over the patterns it was rendered with (the pattern ensemble)."""
+    total = torch.zeros(n_examples, scores.size(1))
+    count = torch.zeros(n_examples, 1)
+    ex = torch.tensor([f.example for f in features])
+    total.index_add_(0, ex, scores)
+    count.index_add_(0, ex, torch.ones(len(features), 1))
+    return total / count
+
+
+def predict_labels(model: ClozeModel, encoder: ClozeEncoder, examples: Sequence[Example], batch_size: int,
+                   precision: str, device: torch.device, pad_to_multiple_of: int = 8) -> list[int]:
+    """Label indices for one task's examples, in input order."""
+    feats = encoder.encode(examples, with_labels=False)
+    scores = score_features(model, feats, batch_size, encoder.tokenizer.pad_token_id, pad_to_multiple_of,
+                            precision, device)
+    n_labels = get_task(examples[0].task).num_labels
+    return example_scores(feats, scores, len(examples))[:, :n_labels].argmax(-1).tolist()
+
+
+def evaluate(model: ClozeModel, encoder: ClozeEncoder, val: dict[str, list[Example]], batch_size: int,
+             precision: str, device: torch.device, pad_to_multiple_of: int = 8) -> dict[str, Any]:
+    per_task = {}
+    for name, examples in val.items():
+        preds = predict_labels(model, encoder, examples, batch_size, precision, device, pad_to_multiple_of)
+        refs = [get_task(name).label_index(e.label) for e in examples]
+        per_task[name] = classification_scores(preds, refs)
+    return {"tasks": per_task, "score": competition_score(per_task)}
+
+
+# ---------------------------------------------------------------- training
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(cfg.train.device)
+        if cfg.method != "pet":
+            raise ConfigError(f"method={cfg.method!r}: this version implements method=pet")
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        for split in cfg.train.predict_splits:
+            for t in cfg.tasks:
+                path = test_file(data_dir(cfg.data.dir), t, split)
+                if not path.is_file():
+                    raise ConfigError(f"train.predict_splits has {split!r} but {path} does not exist; "
+                                      "set train.predict_splits=[] to skip prediction")
+        torch.manual_seed(cfg.seed)
+        self.patterns = load_pattern_set(OmegaConf.to_container(cfg.patterns) if OmegaConf.is_config(cfg.patterns)
+                                         else cfg.patterns, cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
+        self.data = load_task_data(cfg)
+        if cfg.model.path is None:
+            texts = [v for d in self.data.values() for e in d.train + d.val for v in e.fields.values()]
+            texts += [p.source for ps in self.patterns.values() for p in ps]
+            texts += [w for ps in self.patterns.values() for p in ps for w in p.verbalizer.values()]
+            tiny = cfg.model.tiny
+            self.tokenizer, mlm = build_tiny(self.run_dir / "tiny-backbone", texts, tiny.hidden, tiny.layers,
+                                             tiny.heads, seed=cfg.seed)
+        else:
+            self.tokenizer, mlm = load_pretrained(cfg.model.path, cfg.model.trust_pickle)
+        self.encoder = ClozeEncoder(self.tokenizer, self.patterns, cfg.model.max_length)
+        self.model = ClozeModel(mlm, *self.encoder.label_tensors()).to(self.device)
+
+        t0 = time.time()
+        self.features: list[Feature] = []
+        items: dict[str, list[int]] = {}
+        for name, d in self.data.items():
+            feats = self.encoder.encode(d.train)
+            items[name] = list(range(len(self.features), len(self.features) + len(feats)))
+            self.features.extend(feats)
+        log.info("encoded %d training features in %.1fs (%s)", len(self.features), time.time() - t0,
+                 ", ".join(f"{t}: {len(v)}" for t, v in items.items()))
+        tr = cfg.train
+        unknown = sorted(set(tr.task_weights) - set(cfg.tasks))
+        if unknown:
+            raise ConfigError(f"train.task_weights names {', '.join(unknown)}, not among tasks {list(cfg.tasks)}")
+        self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.encoder.tasks])
+        self.batches = MultiTaskBatches(items, [len(f.input_ids) for f in self.features], tr.batch_size,
+                                        tr.sampling, tr.temperature, cfg.seed, tr.group_by_length)
+        self.total_steps = tr.max_steps or max(1, math.ceil(tr.epochs * len(self.batches) / tr.grad_accum))
+        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tr.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=tr.lr)
+        warmup = int(tr.warmup_ratio * self.total_steps)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.step = 0  # optimizer steps done
+        self.micro = 0  # batches consumed (position in the epoch stream)
+        self.best: float | None = None
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.examples_seen = 0
+        self.losses: list[float] = []  # training losses since the last evaluation
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def meta(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "method": self.cfg.method,
+            "tasks": {t: {"labels": list(get_task(t).labels)} for t in self.encoder.tasks},
+            "patterns": [p.to_dict() for p in self.encoder.patterns],
+            "max_length": self.cfg.model.max_length,
+            "step": self.step,
+            "metrics": metrics,
+            "data_dir": str(data_dir(self.cfg.data.dir)),
+        }
+
+    def _save(self, name: str, metrics: dict[str, Any] | None, with_state: bool) -> Path:
+        state = None
+        if with_state:
+            tensors, opt_info = ckpt_io.optimizer_to_flat(self.optimizer)
+            tensors["rng.torch"] = torch.get_rng_state()
+            state = (tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(), "step": self.step,
+                               "micro": self.micro, "best": self.best, "history": self.history,
+                               "train_seconds": self.train_seconds, "examples_seen": self.examples_seen,
+                               "losses": self.losses})
+        return ckpt_io.save_checkpoint(self.run_dir / name, self.model.mlm, self.tokenizer, self.meta(metrics),
+                                       OmegaConf.to_yaml(self.cfg, resolve=True), state)
+
+    def _resume(self) -> None:
+        last = self.run_dir / "checkpoint-last"
+        if not last.is_dir():
+            raise ConfigError(f"train.resume=true but {last} does not exist; run with hydra.run.dir=<the run to resume>")
+        _, _, saved, _, _ = ckpt_io.load_checkpoint(last)
+        self.model.mlm.load_state_dict(saved.state_dict())
+        tensors, state = ckpt_io.load_train_state(last)
+        ckpt_io.optimizer_from_flat(self.optimizer, tensors, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.micro, self.best = state["step"], state["micro"], state["best"]
+        self.history, self.train_seconds = state["history"], state["train_seconds"]
+        self.examples_seen, self.losses = state["examples_seen"], state["losses"]
+        log.info("resumed from %s at step %d", last, self.step)
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def _evaluate(self) -> dict[str, Any]:
+        tr = self.cfg.train
+        t0 = time.time()
+        result = evaluate(self.model, self.encoder, {t: d.val for t, d in self.data.items()}, tr.eval_batch_size,
+                          tr.precision, self.device, tr.pad_to_multiple_of)
+        entry = {"step": self.step, "epoch": round(self.micro / len(self.batches), 4),
+                 "train_loss": sum(self.losses) / len(self.losses) if self.losses else None, **result,
+                 "train_seconds": round(self.train_seconds, 2), "eval_seconds": round(time.time() - t0, 2),
+                 "train_examples_per_s": round(self.examples_seen / max(self.train_seconds, 1e-9), 1)}
+        self.history.append(entry)
+        self.losses = []
+        ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.history, indent=1))
+        log.info("step %d | %s | mean macro-F1 %.4f", self.step,
+                 " | ".join(f"{t} F1 {s['macro_f1']:.4f} acc {s['accuracy']:.4f}" for t, s in result["tasks"].items()),
+                 result["score"])
+        if self.best is None or result["score"] > self.best:
+            self.best = result["score"]
+            self._save("checkpoint-best", entry, with_state=False)
+        self._save("checkpoint-last", entry, with_state=True)
+        return entry
+
+    def fit(self) -> dict[str, Any]:
+        cfg, tr = self.cfg, self.cfg.train
+        if tr.resume:
+            self._resume()
+        log.info("training %d steps (batch %d x accum %d, %d batches/epoch, sampling %s) on %s",
+                 self.total_steps, tr.batch_size, tr.grad_accum, len(self.batches), tr.sampling, self.device)
+        pad_id = self.tokenizer.pad_token_id
+        epoch_batches = None
+        epoch_of = -1
+        bar = None
+        if tr.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        self.model.train()
+        loss_ema = None
+        while self.step < self.total_steps:
+            t0 = time.time()
+            n_ex = 0
+            loss_sum = 0.0
+            for _ in range(tr.grad_accum):
+                epoch, pos = divmod(self.micro, len(self.batches))
+                if epoch != epoch_of:
+                    epoch_batches, epoch_of = self.batches.epoch(epoch), epoch
+                feats = [self.features[i] for i in epoch_batches[pos]]
+                batch = {k: v.to(self.device) for k, v in collate(feats, pad_id, tr.pad_to_multiple_of).items()}
+                with autocast(self.device, tr.precision):
+                    scores = self.model(**batch)
+                loss = cloze_loss(scores.float(), batch["labels"], self.task_weight.to(self.device)[batch["task"]])
+                (loss / tr.grad_accum).backward()
+                loss_sum += loss.item() / tr.grad_accum
+                n_ex += len(feats)
+                self.micro += 1
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.train_seconds += time.time() - t0
+            self.examples_seen += n_ex
+            self.losses.append(loss_sum)
+            loss_ema = loss_sum if loss_ema is None else 0.95 * loss_ema + 0.05 * loss_sum
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", ex_s=f"{self.examples_seen / max(self.train_seconds, 1e-9):.0f}")
+            if self.step % tr.log_every == 0 or self.step == 1:
+                log.debug("step %d loss %.4f lr %.2e", self.step, loss_sum, self.scheduler.get_last_lr()[0])
+            if (tr.eval_every and self.step % tr.eval_every == 0) or self.step == self.total_steps:
+                self._evaluate()
+        if bar is not None:
+            bar.close()
+        best = max(self.history, key=lambda e: e["score"])
+        return {"best": best, "last": self.history[-1], "run_dir": str(self.run_dir),
+                "checkpoint": str(self.run_dir / "checkpoint-best")}

@@ -1,0 +1,39 @@
+"""Our own error types, so callers (and tests) can tell bad input from bugs.
+
+Every error about a file names the file and, where it has one, the 1-based line, so a user can open the
+file at the fault without reading a traceback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PetMtlError(Exception):
+    """Base class: anything the user can fix by changing input, config or files."""
+
+
+class LocatedError(PetMtlError):
+    """An error tied to a place in a file."""
+
+    def __init__(self, path: str | Path, line: int | None, problem: str):
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+class DataError(LocatedError):
+    """A data file breaks the competition or CLUE format."""
+
+
+class PatternError(LocatedError):
+    """A pattern template or verbalizer file is invalid."""
+
+
+class ConfigError(PetMtlError):
+    """The configuration asks for something that cannot work; raised before any training step."""
+
+
+class CheckpointError(LocatedError):
+    """A checkpoint directory is incomplete or unsafe to load."""

@@ -1,0 +1,177 @@
+"""From rendered clozes to token ids: slot-safe truncation, verbalizer token ids, and collation.
+
+The whole rendered text is tokenized at once (so ids equal what a plain `tokenizer(text)` gives: the scoring
+oracle depends on it), and offsets tell which tokens came from which field. Truncation then removes tokens
+from the end of the longest field, one at a time, until the sequence fits: pattern text and slot are never cut.
+
+Verbalizer padding rule: a pattern's slot has as many [MASK] tokens as its longest label word (or the n of
+`mask(n)`); a shorter word is padded on the right with the tokenizer's pad token, and the padded positions
+count in the label score like real tokens, so every label of a pattern is scored over the same positions.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .data import Example
+from .errors import ConfigError, PatternError
+from .patterns import Pattern, Rendered
+from .tasks import get_task
+
+
+@dataclass(frozen=True)
+class LabelWords:
+    """A pattern's verbalizer in token ids: `ids[label]` has `slot_len` entries (pad-filled)."""
+
+    slot_len: int
+    ids: tuple[tuple[int, ...], ...]
+    lengths: tuple[int, ...]
+
+
+def label_words(pattern: Pattern, tokenizer) -> LabelWords:
+    task = get_task(pattern.task)
+    where = pattern.verbalizer_origin or pattern.origin
+    tokenized = []
+    for code in task.labels:
+        word = pattern.verbalizer[code]
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise PatternError(where, None, f"label {code} word {word!r} tokenizes to nothing")
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+            raise PatternError(where, None, f"label {code} word {word!r} contains a token unknown to the tokenizer "
+                               f"({tokenizer.convert_ids_to_tokens(ids)}); choose a word in its vocabulary")
+        tokenized.append(ids)
+    longest = max(len(t) for t in tokenized)
+    slot_len = pattern.declared_slot or longest
+    for code, ids in zip(task.labels, tokenized):
+        if len(ids) > slot_len:
+            raise PatternError(where, None, f"label {code} word {pattern.verbalizer[code]!r} is {len(ids)} tokens "
+                               f"({' '.join(tokenizer.convert_ids_to_tokens(ids))}) but {pattern.origin} declares a "
+                               f"slot of {slot_len} (mask({slot_len})); shorten the word or widen the slot")
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        raise ConfigError("the tokenizer has no pad token; verbalizer padding needs one")
+    padded = tuple(tuple(ids + [pad] * (slot_len - len(ids))) for ids in tokenized)
+    if len(set(padded)) != len(padded):
+        raise PatternError(where, None, "two labels have the same token sequence after tokenization")
+    return LabelWords(slot_len, padded, tuple(len(t) for t in tokenized))
+
+
+@dataclass(frozen=True)
+class Feature:
+    input_ids: tuple[int, ...]
+    slot_start: int
+    slot_len: int
+    pattern: int  # index into the encoder's pattern table
+    task: int  # index into the encoder's task list
+    label: int  # -1 when unlabelled
+    example: int  # index of the example within its task's list (patterns of one example share it)
+
+
+class ClozeEncoder:
+    """Holds the pattern table and turns examples into `Feature`s for one tokenizer and max length."""
+
+    def __init__(self, tokenizer, patterns: dict[str, list[Pattern]], max_length: int):
+        if tokenizer.mask_token is None:
+            raise ConfigError("the tokenizer has no mask token; PET needs a masked-LM tokenizer")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.tasks = list(patterns)
+        self.patterns: list[Pattern] = [p for t in self.tasks for p in patterns[t]]
+        self.words = [label_words(p, tokenizer) for p in self.patterns]
+        self._by_task = {t: [i for i, p in enumerate(self.patterns) if p.task == t] for t in self.tasks}
+
+    def patterns_of(self, task: str) -> list[int]:
+        return self._by_task[task]
+
+    def label_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ids [P, C, S] (pad-filled), label_mask [P, C] (real labels), slot_mask [P, S] (real slot positions)."""
+        C = max(len(w.ids) for w in self.words)
+        S = max(w.slot_len for w in self.words)
+        ids = torch.zeros(len(self.words), C, S, dtype=torch.long)
+        label_mask = torch.zeros(len(self.words), C, dtype=torch.bool)
+        slot_mask = torch.zeros(len(self.words), S, dtype=torch.bool)
+        for p, w in enumerate(self.words):
+            ids[p, : len(w.ids), : w.slot_len] = torch.tensor(w.ids)
+            label_mask[p, : len(w.ids)] = True
+            slot_mask[p, : w.slot_len] = True
+        return ids, label_mask, slot_mask
+
+    def text(self, rendered: Rendered, pattern: int) -> str:
+        return rendered.text(self.tokenizer.mask_token, self.words[pattern].slot_len)
+
+    def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]:
+        """All (example, pattern) features; `examples` must belong to one task, indexed by position."""
+        out: list[Feature] = []
+        for ex_idx, ex in enumerate(examples):
+            for p in self._by_task[ex.task]:
+                out.append(self._encode_one(ex, ex_idx, p, with_labels))
+        return out
+
+    def _encode_one(self, ex: Example, ex_idx: int, p: int, with_labels: bool) -> Feature:
+        pattern = self.patterns[p]
+        rendered = pattern.render(ex)
+        slot_len = self.words[p].slot_len
+        spans, pos = [], 0  # (start char, segment) for each segment in the joined text
+        for seg in rendered.segments:
+            spans.append(pos)
+            pos += slot_len * len(self.tokenizer.mask_token) if seg.is_slot else len(seg.text)
+        text = self.text(rendered, p)
+        enc = self.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+        ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+        # the segment each content token came from; None for the tokenizer's own specials ([CLS], [SEP])
+        owner = [None if sp else bisect.bisect_right(spans, start) - 1 for (start, _), sp in zip(offsets, special)]
+        keep = [True] * len(ids)
+        excess = len(ids) - self.max_length
+        if excess > 0:
+            by_seg: dict[int, list[int]] = {}
+            for i, s in enumerate(owner):
+                if s is not None and rendered.segments[s].field is not None:
+                    by_seg.setdefault(s, []).append(i)
+            if sum(len(v) for v in by_seg.values()) < excess:
+                raise ConfigError(f"{pattern.origin}: the pattern text, slot and special tokens alone take "
+                                  f"{len(ids) - sum(len(v) for v in by_seg.values())} tokens, more than "
+                                  f"model.max_length={self.max_length}")
+            for _ in range(excess):
+                longest = max(by_seg, key=lambda s: (len(by_seg[s]), -s))
+                keep[by_seg[longest].pop()] = False
+        kept_idx = [i for i, k in enumerate(keep) if k]
+        kept = [ids[i] for i in kept_idx]
+        slot_seg = next(i for i, s in enumerate(rendered.segments) if s.is_slot)
+        slot_tok = [j for j, i in enumerate(kept_idx) if owner[i] == slot_seg]
+        if (len(slot_tok) != slot_len or slot_tok != list(range(slot_tok[0], slot_tok[0] + slot_len))
+                or any(kept[j] != self.tokenizer.mask_token_id for j in slot_tok)):
+            raise PatternError(pattern.origin, None, f"the slot did not tokenize to {slot_len} consecutive mask tokens")
+        label = -1
+        if with_labels and ex.label is not None:
+            label = get_task(ex.task).label_index(ex.label)
+        return Feature(tuple(kept), slot_tok[0], slot_len, p,
+                       self.tasks.index(ex.task), label, ex_idx)
+
+
+def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int = 8) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the batch's longest sequence, rounded up so few distinct shapes occur."""
+    T = max(len(f.input_ids) for f in features)
+    if pad_to_multiple_of > 1:
+        T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
+    S = max(f.slot_len for f in features)
+    B = len(features)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, T), dtype=torch.long)
+    slot_positions = torch.zeros((B, S), dtype=torch.long)
+    for b, f in enumerate(features):
+        n = len(f.input_ids)
+        input_ids[b, :n] = torch.tensor(f.input_ids)
+        attention_mask[b, :n] = 1
+        slot_positions[b, : f.slot_len] = torch.arange(f.slot_start, f.slot_start + f.slot_len)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "slot_positions": slot_positions,
+        "pattern": torch.tensor([f.pattern for f in features]),
+        "task": torch.tensor([f.task for f in features]),
+        "labels": torch.tensor([f.label for f in features]),
+    }

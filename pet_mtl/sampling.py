@@ -1,0 +1,89 @@
+"""How the tasks' training data interleave into one stream of mixed batches.
+
+An epoch is a list of batches computed from (seed, epoch) alone, so a resumed run replays exactly the batches
+an uninterrupted one would. Each rule fixes how many items each task contributes per epoch:
+- proportional: every item exactly once (task share = its size share);
+- temperature: share proportional to size**(1/T) (T=1 proportional, large T uniform), small tasks upsampled;
+- round_robin: equal counts per task, interleaved one item at a time.
+Tasks that contribute more than their size cycle through fresh permutations; fewer, a seeded subset.
+Batches are then grouped by length (sort within chunks of `group_size` batches, shuffle the batches), so
+padding stays small while the batch order stays random.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Mapping, Sequence
+
+from .errors import ConfigError
+
+
+def _proportional(sizes: Mapping[str, int], temperature: float) -> dict[str, int]:
+    return dict(sizes)
+
+
+def _temperature(sizes: Mapping[str, int], temperature: float) -> dict[str, int]:
+    if temperature <= 0:
+        raise ConfigError(f"train.temperature must be > 0, got {temperature}")
+    total = sum(sizes.values())
+    weights = {t: n ** (1.0 / temperature) for t, n in sizes.items()}
+    z = sum(weights.values())
+    return {t: max(1, round(total * w / z)) for t, w in weights.items()}
+
+
+def _round_robin(sizes: Mapping[str, int], temperature: float) -> dict[str, int]:
+    total = sum(sizes.values())
+    return {t: -(-total // len(sizes)) for t in sizes}
+
+
+SAMPLING_RULES: dict[str, Callable[[Mapping[str, int], float], dict[str, int]]] = {
+    "proportional": _proportional,
+    "temperature": _temperature,
+    "round_robin": _round_robin,
+}
+
+
+class MultiTaskBatches:
+    def __init__(self, items: Mapping[str, Sequence[int]], lengths: Sequence[int], batch_size: int,
+                 rule: str = "proportional", temperature: float = 2.0, seed: int = 0,
+                 group_by_length: bool = True, group_size: int = 32):
+        if rule not in SAMPLING_RULES:
+            raise ConfigError(f"train.sampling={rule!r}: expected one of {', '.join(SAMPLING_RULES)}")
+        empty = [t for t, v in items.items() if not v]
+        if empty:
+            raise ConfigError(f"no training data for task(s) {', '.join(empty)}")
+        self.items = {t: list(v) for t, v in items.items()}
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.rule = rule
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.group_size = group_size
+        self.counts = SAMPLING_RULES[rule]({t: len(v) for t, v in self.items.items()}, temperature)
+
+    def __len__(self) -> int:
+        return -(-sum(self.counts.values()) // self.batch_size)
+
+    def _draw(self, task: str, epoch: int) -> list[int]:
+        rng = random.Random(f"{self.seed}/{epoch}/{task}")
+        pool, out = self.items[task], []
+        while len(out) < self.counts[task]:
+            out.extend(rng.sample(pool, len(pool)))
+        return out[: self.counts[task]]
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}/{epoch}")
+        draws = {t: self._draw(t, epoch) for t in self.items}
+        if self.rule == "round_robin":
+            stream = [d[i] for i in range(max(map(len, draws.values()))) for d in draws.values() if i < len(d)]
+        else:
+            stream = [i for d in draws.values() for i in d]
+            rng.shuffle(stream)
+        if not self.group_by_length:
+            return [stream[i:i + self.batch_size] for i in range(0, len(stream), self.batch_size)]
+        batches: list[list[int]] = []
+        chunk = self.batch_size * self.group_size
+        for start in range(0, len(stream), chunk):
+            part = sorted(stream[start:start + chunk], key=lambda i: self.lengths[i], reverse=True)
+            batches.extend(part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))
+        rng.shuffle(batches)
+        return batches

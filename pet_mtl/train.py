@@ -1,0 +1,40 @@
+"""`python -m pet_mtl.train [overrides]`: train one masked LM on all tasks, keep the best checkpoint.
+
+With no overrides: a tiny random BERT on the demo data in examples/demo, then a submission for its test A.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .cli import CONF_DIR, friendly_errors
+
+log = logging.getLogger("pet_mtl")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> float:
+    from .engine import Trainer, data_dir
+    from .submission import write_submission
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = Trainer(cfg, run_dir).fit()
+    best = summary["best"]
+    print(f"run directory:   {run_dir}")
+    print(f"best checkpoint: {summary['checkpoint']} (step {best['step']})")
+    print("validation:      " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in best["tasks"].items())
+          + f"; mean {best['score']:.4f}")
+    for split in cfg.train.predict_splits:
+        zip_path = write_submission(summary["checkpoint"], data_dir(cfg.data.dir), split, run_dir / f"submission-{split}",
+                                    cfg.train.eval_batch_size, cfg.train.precision, cfg.train.device)
+        print(f"submission ({split}): {zip_path}")
+    return best["score"]
+
+
+if __name__ == "__main__":
+    main()
