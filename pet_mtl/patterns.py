@@ -8,10 +8,13 @@ slot, a word for every label), so a broken pattern fails before any model is bui
 
 Rendering keeps track of what came from the example's fields and what is pattern text, so truncation can
 shorten the fields and never the pattern or the slot (see features.py). It does so by wrapping each field
-value in private-use marker characters, which the template passes through untouched.
+value in marker characters from Unicode's supplementary private-use plane, which the template passes through
+untouched; a block of markers that the example's own text does not use is picked per render (real Weibo text
+does contain private-use emoji), so no input can forge a marker.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,20 +25,47 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, no
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .data import Example
-from .errors import ConfigError, DataError, PatternError
+from .errors import ConfigError, PatternError
 from .tasks import Task, get_task
 
 #: the built-in pattern library shipped with the project
 PATTERNS_ROOT = Path(__file__).resolve().parent.parent / "patterns"
 
-_SLOT = "\ue000"
-_FIELD_OPEN, _FIELD_CLOSE = "\ue001", "\ue002"
-_FIELD_BASE = 0xE100  # chr(_FIELD_BASE + i) names field i
-_RESERVED = re.compile("[\ue000-\ue1ff]")
-_SEGMENTS = re.compile(
-    f"{_SLOT}(\\d*){_SLOT}|{_FIELD_OPEN}([\ue100-\ue1ff])(.*?){_FIELD_CLOSE}", re.S
-)
 MAX_SLOT = 16
+_MARKER_BLOCK = 0x200  # slot, field open/close, then one code point per field from +0x100
+_MARKER_BASES = range(0xF0000, 0x10FFFE - _MARKER_BLOCK, _MARKER_BLOCK)
+
+
+class _Markers:
+    """The marker characters of one block: slot, field open/close, and one name per field index."""
+
+    def __init__(self, base: int):
+        self.base = base
+        self.slot, self.open, self.close = chr(base), chr(base + 1), chr(base + 2)
+        lo, hi = chr(base + 0x100), chr(base + _MARKER_BLOCK - 1)
+        self.segments = re.compile(f"{self.slot}(\\d*){self.slot}|{self.open}([{lo}-{hi}])(.*?){self.close}", re.S)
+        self.any = re.compile(f"[{chr(base)}-{hi}]")
+
+    def field(self, i: int) -> str:
+        return chr(self.base + 0x100 + i)
+
+    def field_index(self, c: str) -> int:
+        return ord(c) - self.base - 0x100
+
+
+
+@functools.lru_cache(maxsize=None)
+def _markers(base: int) -> _Markers:
+    return _Markers(base)
+
+
+def _free_markers(values) -> _Markers:
+    """The first marker block that none of `values` uses (almost always the first block)."""
+    used = {ord(c) for v in values for c in v if ord(c) >= _MARKER_BASES.start}
+    for base in _MARKER_BASES:
+        if not any(base <= u < base + _MARKER_BLOCK for u in used):
+            return _markers(base)
+    raise ValueError("no free marker block")  # unreachable: more blocks than a field has characters
 
 
 @dataclass(frozen=True)
@@ -61,13 +91,16 @@ class Rendered:
 class _Mask:
     """What `mask` is inside a template: prints as the slot, or `mask(n)` for an explicit length."""
 
+    def __init__(self, slot: str):
+        self._slot = slot
+
     def __str__(self) -> str:
-        return _SLOT + _SLOT
+        return self._slot + self._slot
 
     def __call__(self, n: Any) -> str:
         if not isinstance(n, int) or not 1 <= n <= MAX_SLOT:
             raise TemplateError(f"mask(n) needs an integer 1..{MAX_SLOT}, got {n!r}")
-        return f"{_SLOT}{n}{_SLOT}"
+        return f"{self._slot}{n}{self._slot}"
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -148,15 +181,11 @@ class Pattern:
 
     def render(self, example: Example) -> Rendered:
         origin = self.origin or self.name
-        for name, value in example.fields.items():
-            if _RESERVED.search(value):
-                raise DataError(example.source, None, f"{name} contains a reserved private-use character (U+E000-U+E1FF)")
         task = get_task(self.task)
-        ctx = {
-            f: f"{_FIELD_OPEN}{chr(_FIELD_BASE + i)}{example.fields[f]}{_FIELD_CLOSE}" for i, f in enumerate(task.fields)
-        }
+        mk = _free_markers(example.fields.values())
+        ctx = {f: f"{mk.open}{mk.field(i)}{example.fields[f]}{mk.close}" for i, f in enumerate(task.fields)}
         try:
-            out = self._template.render(mask=_Mask(), **ctx)
+            out = self._template.render(mask=_Mask(mk.slot), **ctx)
         except SecurityError as e:
             raise PatternError(origin, _error_line(e, origin), f"refused by the sandbox: {e}") from None
         except TemplateError as e:
@@ -164,11 +193,11 @@ class Pattern:
         segments: list[Segment] = []
         declared: list[int | None] = []
         pos = 0
-        for m in _SEGMENTS.finditer(out):
+        for m in mk.segments.finditer(out):
             if m.start() > pos:
                 segments.append(Segment(out[pos:m.start()]))
             if m.group(2) is not None:
-                segments.append(Segment(m.group(3), field=task.fields[ord(m.group(2)) - _FIELD_BASE]))
+                segments.append(Segment(m.group(3), field=task.fields[mk.field_index(m.group(2))]))
             else:
                 declared.append(int(m.group(1)) if m.group(1) else None)
                 segments.append(Segment("", is_slot=True))
@@ -178,7 +207,7 @@ class Pattern:
         if len(declared) != 1:
             raise PatternError(origin, None, f"a pattern must render exactly one cloze slot; rendered {len(declared)}"
                                f" for example {example.id}")
-        stray = [s.text for s in segments if _RESERVED.search(s.text)]
+        stray = [s.text for s in segments if mk.any.search(s.text)]
         if stray:
             raise PatternError(origin, None, "a filter cut into a field's markers; apply filters to whole fields only")
         return Rendered(tuple(segments), declared[0])
