@@ -41,7 +41,7 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
                           "(nothing is downloaded)")
     refuse_pickles(path, trust_pickle)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
-    model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, use_safetensors=not trust_pickle)
+    model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, use_safetensors=None if trust_pickle else True)
     return tokenizer, model
 
 

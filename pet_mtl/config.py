@@ -66,7 +66,8 @@ class TrainConfig:
     #: evaluate (and keep the best checkpoint) every N optimizer steps, and always at the end; 0 = only at the end
     eval_every: int = 500
     eval_batch_size: int = 128
-    log_every: int = 20
+    #: log a line every N steps when the progress bar is off (train.progress=false)
+    log_every: int = 100
     #: continue from <run dir>/checkpoint-last (run with hydra.run.dir=<that run dir>)
     resume: bool = False
     #: torch threads; null = torch's default

@@ -136,6 +136,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(cfg.train.device)
         if cfg.method != "pet":
             raise ConfigError(f"method={cfg.method!r}: this version implements method=pet")
@@ -308,8 +309,9 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_ema:.4f}", ex_s=f"{self.examples_seen / max(self.train_seconds, 1e-9):.0f}")
-            if self.step % tr.log_every == 0 or self.step == 1:
-                log.debug("step %d loss %.4f lr %.2e", self.step, loss_sum, self.scheduler.get_last_lr()[0])
+            if bar is None and tr.log_every and self.step % tr.log_every == 0:
+                log.info("step %d/%d loss %.4f lr %.2e %.0f ex/s", self.step, self.total_steps, loss_ema,
+                         self.scheduler.get_last_lr()[0], self.examples_seen / max(self.train_seconds, 1e-9))
             if (tr.eval_every and self.step % tr.eval_every == 0) or self.step == self.total_steps:
                 self._evaluate()
         if bar is not None:

@@ -1,0 +1,113 @@
+"""Patterns are validated data: parse, variables, slot, verbalizers, sandbox."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pet_mtl.data import Example
+from pet_mtl.errors import ConfigError, PatternError
+from pet_mtl.patterns import PATTERNS_ROOT, Pattern, PatternSpec, load_pattern, load_pattern_set
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "patterns"
+TNEWS_WORDS = {c: w for c, w in zip(["100", "101", "102", "103", "104", "106", "107", "108", "109", "110", "112",
+                                     "113", "114", "115", "116"], "故事 文化 娱乐 体育 财经 房产 汽车 教育 科技 军事 旅游 国际 股票 农业 游戏".split())}
+
+
+def tnews(source: str, words=None, origin="t.j2") -> Pattern:
+    return Pattern("tnews", "t", source, dict(words or TNEWS_WORDS), origin=origin)
+
+
+def ex(title: str) -> Example:
+    return Example("tnews", "1", {"title": title}, "102")
+
+
+def test_rendering_uses_the_example_fields_and_marks_the_slot():
+    r = tnews("{{ title }}。这是{{ mask }}新闻。").render(ex("国足赢了"))
+    assert [(s.text, s.field, s.is_slot) for s in r.segments] == [
+        ("国足赢了", "title", False), ("。这是", None, False), ("", None, True), ("新闻。", None, False)]
+    assert r.text("[MASK]", 2) == "国足赢了。这是[MASK][MASK]新闻。"
+    nli = load_pattern("ocnli", PatternSpec("ocnli/question.j2"))
+    text = nli.render(Example("ocnli", "1", {"premise": "他在看书", "hypothesis": "他在学习"}, None)).text("[M]", 2)
+    assert text == "他在看书？[M][M]，他在学习"
+
+
+def test_text_with_private_use_characters_renders_verbatim():
+    title = "表情\ue000\ue001\U000f0000结尾"
+    assert tnews("{{ title }}{{ mask }}").render(ex(title)).segments[0].text == title
+
+
+@pytest.mark.parametrize("set_file", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_pattern_set_loads(set_file):
+    loaded = load_pattern_set(yaml.safe_load(set_file.read_text()), ["ocnli", "ocemotion", "tnews"])
+    assert all(loaded[t] for t in ("ocnli", "ocemotion", "tnews"))
+
+
+def test_every_task_ships_at_least_two_patterns():
+    for task in ("ocnli", "ocemotion", "tnews"):
+        assert len(list((PATTERNS_ROOT / task).glob("*.j2"))) >= 2
+
+
+@pytest.mark.parametrize("source,line,needle", [
+    ("{{ title }\n{{ mask }}", 1, "does not parse"),
+    ("{{ mask }}\n{% if title %}{{ titel }}{% endif %}", 2, "unknown variable 'titel'"),
+    ("{{ title }}", None, "no cloze slot"),
+    ("{{ mask }}{{ mask }}{{ title }}", None, "exactly one cloze slot; rendered 2"),
+    ("{{ mask }}{% include 'x.j2' %}", 1, "cannot include, import or extend"),
+    ("{{ mask }}{% import 'x.j2' as x %}", 1, "cannot include, import or extend"),
+    ("{{ mask }}\n{{ cycler.__init__.__globals__ }}", 2, "unknown variable 'cycler'"),
+    ("{{ mask(0) }}{{ title }}", 1, "mask(n) needs an integer"),
+])
+def test_broken_templates_fail_at_load_with_path_and_line(source, line, needle):
+    with pytest.raises(PatternError) as e:
+        tnews(source, origin="patterns/tnews/bad.j2")
+    assert e.value.path == "patterns/tnews/bad.j2" and e.value.line == line and needle in str(e.value)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ mask }}{{ ''.__class__.__mro__ }}",
+    "{{ mask }}{{ title.__class__.__base__.__subclasses__() }}",
+    "{{ mask }}{{ title.format.__globals__ }}",
+])
+def test_sandbox_refuses_attribute_tricks(source):
+    with pytest.raises(PatternError, match="refused by the sandbox|unsafe") as e:
+        tnews(source, origin="evil.j2")
+    assert e.value.line == 1
+
+
+@pytest.mark.parametrize("words,needle", [
+    ({k: v for k, v in TNEWS_WORDS.items() if k != "114"}, "no word for tnews label(s) 114"),
+    ({**TNEWS_WORDS, "105": "其他"}, "unknown tnews label(s) 105"),
+    ({**TNEWS_WORDS, "114": "体育"}, "labels 103 and 114 share the word '体育'"),
+    ({**TNEWS_WORDS, "114": ""}, "must be a non-empty string"),
+])
+def test_bad_verbalizers(words, needle):
+    with pytest.raises(PatternError, match=re.escape(needle)):
+        tnews("{{ mask }}{{ title }}", words)
+
+
+def test_pattern_set_errors_name_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="pattern template .*missing.j2 not found"):
+        load_pattern_set({"tnews": ["tnews/missing.j2"]}, ["tnews"])
+    with pytest.raises(ConfigError, match="gives no pattern for task 'ocnli'"):
+        load_pattern_set({"tnews": ["tnews/topic.j2"]}, ["tnews", "ocnli"])
+    with pytest.raises(ConfigError, match="unknown task 'tnwes'"):
+        load_pattern_set({"tnwes": ["tnews/topic.j2"]}, ["tnwes"])
+    (tmp_path / "tnews").mkdir()
+    (tmp_path / "tnews" / "p.j2").write_text("{{ mask }}{{ title }}")
+    with pytest.raises(PatternError, match="verbalizer file not found"):
+        load_pattern("tnews", PatternSpec("tnews/p.j2"), tmp_path)
+    (tmp_path / "tnews" / "verbalizers.yaml").write_text("default:\n  '100': 故事\n")
+    with pytest.raises(PatternError, match="no verbalizer named 'other'"):
+        load_pattern("tnews", PatternSpec("tnews/p.j2", "other"), tmp_path)
+    with pytest.raises(PatternError, match="no word for tnews label"):
+        load_pattern("tnews", PatternSpec("tnews/p.j2"), tmp_path)
+
+
+def test_pattern_round_trips_through_its_dict():
+    p = load_pattern("ocnli", PatternSpec("ocnli/relation.j2", "relation"))
+    q = Pattern.from_dict(p.to_dict(), "ckpt/pet_mtl.json")
+    e = Example("ocnli", "1", {"premise": "甲", "hypothesis": "乙"}, None)
+    assert q.render(e) == p.render(e) and q.verbalizer == p.verbalizer and q.name == "ocnli/relation@relation"

@@ -1,0 +1,95 @@
+"""A real (tiny) multi-task training run: it learns, its checkpoints round-trip, and it predicts submissions."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import pytest
+import torch
+
+from pet_mtl.checkpoint import load_checkpoint
+from pet_mtl.engine import Trainer, score_features
+from pet_mtl.errors import CheckpointError, DataError
+from pet_mtl.features import ClozeEncoder
+from pet_mtl.model import ClozeModel
+from pet_mtl.submission import write_submission
+from pet_mtl.tasks import TASKS
+
+from conftest import synthetic_rows, write_tsv
+from helpers import make_cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dir, synthetic_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=3e-3", "train.epochs=12",
+                   "train.batch_size=16", "train.eval_every=40", "train.progress=false", "data.val_size=0.25",
+                   "train.predict_splits=[a]", "train.warmup_ratio=0.1")
+    trainer = Trainer(cfg, run)
+    trainer.fit()
+    return trainer
+
+
+def test_training_lowers_the_loss_and_learns_every_task(trained):
+    h = trained.history
+    assert h[0]["train_loss"] > 3 * h[-1]["train_loss"]
+    chance = {t: 1 / TASKS[t].num_labels for t in TASKS}
+    for task, s in h[-1]["tasks"].items():
+        assert s["accuracy"] >= max(0.7, 3 * chance[task]), (task, s)
+    assert h[-1]["score"] == pytest.approx(sum(s["macro_f1"] for s in h[-1]["tasks"].values()) / 3)
+    saved = json.loads((trained.run_dir / "metrics.json").read_text())
+    assert [e["step"] for e in saved] == [e["step"] for e in h] and saved[-1]["step"] == trained.total_steps
+
+
+def test_checkpoint_is_self_contained_and_round_trips(trained):
+    last = trained.run_dir / "checkpoint-last"
+    ckpt, tok, mlm, meta, patterns = load_checkpoint(last)
+    assert meta["tasks"] == {t: {"labels": list(TASKS[t].labels)} for t in TASKS}
+    assert [p.name for ps in patterns.values() for p in ps] == [p.name for p in trained.encoder.patterns]
+    assert (last / "config.yaml").is_file() and (last / "model" / "model.safetensors").is_file()
+    assert not [p for p in last.rglob("*") if p.suffix in (".bin", ".pt", ".pkl")]
+    enc = ClozeEncoder(tok, patterns, meta["max_length"])
+    val = trained.data["tnews"].val
+    feats = enc.encode(val)
+    assert feats == trained.encoder.encode(val)
+    args = dict(batch_size=8, pad_id=tok.pad_token_id, pad_to_multiple_of=8, precision="fp32", device=torch.device("cpu"))
+    reloaded = score_features(ClozeModel(mlm, *enc.label_tensors()), feats, **args)
+    assert torch.allclose(reloaded, score_features(trained.model, feats, **args), atol=1e-5)
+    best = json.loads((trained.run_dir / "checkpoint-best" / "pet_mtl.json").read_text())
+    assert best["metrics"]["score"] == max(e["score"] for e in trained.history)
+
+
+def test_training_run_wrote_a_submission_and_predict_recovers_the_labels(trained, synthetic_dir, tmp_path):
+    out = tmp_path / "sub"
+    zip_path = write_submission(trained.run_dir, synthetic_dir, "a", out)
+    assert zip_path == out / "submit.zip"
+    with zipfile.ZipFile(zip_path) as zf:
+        assert sorted(zf.namelist()) == ["ocemotion_predict.json", "ocnli_predict.json", "tnews_predict.json"]
+        for name in zf.namelist():
+            assert zf.read(name).decode() == (out / name).read_text()
+    for task, t in TASKS.items():
+        rows = [json.loads(line) for line in (out / f"{task}_predict.json").read_text().splitlines()]
+        truth = [r[-1] for r in synthetic_rows(task, 2, 1)][:12]
+        assert [r["id"] for r in rows] == [str(100 + i) for i in range(len(truth))]  # every id once, input order
+        assert all(r["label"] in t.labels for r in rows)
+        assert sum(r["label"] == y for r, y in zip(rows, truth)) >= 0.6 * len(truth)  # codes map back correctly
+
+
+def test_a_bad_test_file_leaves_no_partial_submission(trained, synthetic_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    write_tsv(data / TASKS["tnews"].files["b"], [("好",), ("坏", "102")])
+    out = tmp_path / "sub"
+    with pytest.raises(DataError, match=r"tnews_test_B.csv:2: expected 2 tab-separated columns"):
+        write_submission(trained.run_dir, data, "b", out)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_pickle_files_are_refused_unless_trusted(trained, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained.run_dir / "checkpoint-best", ckpt)
+    (ckpt / "model" / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: pickle file found"):
+        load_checkpoint(ckpt)
+    assert load_checkpoint(ckpt, trust_pickle=True)[3]["method"] == "pet"
