@@ -1,0 +1,63 @@
+"""A run killed with SIGKILL and resumed with train.resume=true ends exactly like an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+TIMING = {"train_seconds", "eval_seconds", "train_examples_per_s"}
+
+
+def cmd(tiny_dir, data_dir, run_dir, *extra):
+    return [sys.executable, "-m", "pet_mtl.train", f"model.path={tiny_dir}", f"data.dir={data_dir}",
+            "train.max_steps=60", "train.eval_every=5", "train.batch_size=8", "train.lr=3e-3", "train.progress=false",
+            "train.predict_splits=[]", f"hydra.run.dir={run_dir}", *extra]
+
+
+def without_timing(history):
+    return [{k: v for k, v in e.items() if k not in TIMING} for e in history]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_dir, synthetic_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(cmd(tiny_dir, synthetic_dir, full), check=True, env=env, capture_output=True, timeout=300)
+
+    proc = subprocess.Popen(cmd(tiny_dir, synthetic_dir, killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = killed / "checkpoint-last" / "train_state" / "state.json"
+    deadline = time.time() + 240
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    stopped_at = json.loads(state.read_text())["step"]
+    assert stopped_at < 60
+
+    p = subprocess.run(cmd(tiny_dir, synthetic_dir, killed, "train.resume=true"), env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"resumed from {killed / 'checkpoint-last'} at step {stopped_at}" in (killed / "train.log").read_text()
+
+    a = json.loads((full / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert [e["step"] for e in b] == list(range(5, 61, 5))
+    assert without_timing(a) == without_timing(b)  # bit-identical losses and scores
+    wa = load_file(full / "checkpoint-last" / "model" / "model.safetensors")
+    wb = load_file(killed / "checkpoint-last" / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa = load_file(full / "checkpoint-last" / "train_state" / "tensors.safetensors")
+    sb = load_file(killed / "checkpoint-last" / "train_state" / "tensors.safetensors")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # optimizer moments and RNG state too
+
+
+def test_resume_without_a_checkpoint_says_how(tiny_dir, synthetic_dir, tmp_path):
+    p = subprocess.run(cmd(tiny_dir, synthetic_dir, tmp_path / "new", "train.resume=true"), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 2 and "train.resume=true but" in p.stderr and "hydra.run.dir" in p.stderr
