@@ -46,7 +46,7 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
 
 
 def build_tiny(directory: str | Path, texts: Iterable[str], hidden: int = 64, layers: int = 2, heads: int = 2,
-               seed: int = 0):
+               seed: int = 0, dropout: float = 0.1):
     """Write a random tiny BERT masked LM + character tokenizer to `directory` and load it back."""
     import torch
 
@@ -59,7 +59,7 @@ def build_tiny(directory: str | Path, texts: Iterable[str], hidden: int = 64, la
                                                                  "do_lower_case": True}), encoding="utf-8")
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=hidden * 4, max_position_embeddings=512,
-                        pad_token_id=0)
+                        pad_token_id=0, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         BertForMaskedLM(config).save_pretrained(directory)

@@ -22,6 +22,7 @@ from . import checkpoint as ckpt_io
 from .backbone import build_tiny, load_pretrained
 from .config import Config
 from .data import Example, read_examples, stratified_split
+from .distributed import Dist
 from .errors import ConfigError
 from .features import ClozeEncoder, Feature, collate
 from .metrics import classification_scores, competition_score
@@ -83,18 +84,24 @@ def load_task_data(cfg: Config) -> dict[str, TaskData]:
 
 @torch.inference_mode()
 def score_features(model: ClozeModel, features: Sequence[Feature], batch_size: int, pad_id: int,
-                   pad_to_multiple_of: int, precision: str, device: torch.device) -> torch.Tensor:
-    """[N, C] label scores in input order; batches are formed from length-sorted features to cut padding."""
+                   pad_to_multiple_of: int, precision: str, device: torch.device, dist: Dist | None = None) -> torch.Tensor:
+    """[N, C] label scores in input order; batches are formed from length-sorted features to cut padding, and
+    under torchrun each rank scores every world-th batch and the results are gathered."""
+    dist = dist or Dist()
     was_training = model.training
     model.eval()
     order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
-    out = torch.empty(len(features), model.label_ids.size(1))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    mine = []
+    for idx in batches[dist.rank::dist.world]:
         batch = collate([features[i] for i in idx], pad_id, pad_to_multiple_of)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
-            out[idx] = model(**batch).float().cpu()
+            mine.append((idx, model(**batch).float().cpu()))
+    out = torch.empty(len(features), model.label_ids.size(1))
+    for part in dist.gather(mine):
+        for idx, scores in part:
+            out[idx] = scores
     model.train(was_training)
     return out
 
@@ -110,20 +117,20 @@ def example_scores(features: Sequence[Feature], scores: torch.Tensor, n_examples
 
 
 def predict_labels(model: ClozeModel, encoder: ClozeEncoder, examples: Sequence[Example], batch_size: int,
-                   precision: str, device: torch.device, pad_to_multiple_of: int = 8) -> list[int]:
+                   precision: str, device: torch.device, pad_to_multiple_of: int = 8, dist: Dist | None = None) -> list[int]:
     """Label indices for one task's examples, in input order."""
     feats = encoder.encode(examples, with_labels=False)
     scores = score_features(model, feats, batch_size, encoder.tokenizer.pad_token_id, pad_to_multiple_of,
-                            precision, device)
+                            precision, device, dist)
     n_labels = get_task(examples[0].task).num_labels
     return example_scores(feats, scores, len(examples))[:, :n_labels].argmax(-1).tolist()
 
 
 def evaluate(model: ClozeModel, encoder: ClozeEncoder, val: dict[str, list[Example]], batch_size: int,
-             precision: str, device: torch.device, pad_to_multiple_of: int = 8) -> dict[str, Any]:
+             precision: str, device: torch.device, pad_to_multiple_of: int = 8, dist: Dist | None = None) -> dict[str, Any]:
     per_task = {}
     for name, examples in val.items():
-        preds = predict_labels(model, encoder, examples, batch_size, precision, device, pad_to_multiple_of)
+        preds = predict_labels(model, encoder, examples, batch_size, precision, device, pad_to_multiple_of, dist)
         refs = [get_task(name).label_index(e.label) for e in examples]
         per_task[name] = classification_scores(preds, refs)
     return {"tasks": per_task, "score": competition_score(per_task)}
@@ -135,64 +142,33 @@ def evaluate(model: ClozeModel, encoder: ClozeEncoder, val: dict[str, list[Examp
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.dist = Dist.from_env(cfg.train.device.split(":")[0])
+        if not self.dist.main:
+            log.setLevel(logging.WARNING)
+        self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(cfg.train.device)
-        if cfg.method != "pet":
-            raise ConfigError(f"method={cfg.method!r}: this version implements method=pet")
+        self.device = self.dist.device(cfg.train.device)
+        self._check_config()
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
-        for split in cfg.train.predict_splits:
-            for t in cfg.tasks:
-                path = test_file(data_dir(cfg.data.dir), t, split)
-                if not path.is_file():
-                    raise ConfigError(f"train.predict_splits has {split!r} but {path} does not exist; "
-                                      "set train.predict_splits=[] to skip prediction")
         torch.manual_seed(cfg.seed)
-        self.patterns = load_pattern_set(OmegaConf.to_container(cfg.patterns) if OmegaConf.is_config(cfg.patterns)
-                                         else cfg.patterns, cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
+        patterns = cfg.patterns
+        if OmegaConf.is_config(patterns):
+            patterns = OmegaConf.to_container(patterns)
+        self.patterns = load_pattern_set(patterns, cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
         self.data = load_task_data(cfg)
-        if cfg.model.path is None:
-            texts = [v for d in self.data.values() for e in d.train + d.val for v in e.fields.values()]
-            texts += [p.source for ps in self.patterns.values() for p in ps]
-            texts += [w for ps in self.patterns.values() for p in ps for w in p.verbalizer.values()]
-            tiny = cfg.model.tiny
-            self.tokenizer, mlm = build_tiny(self.run_dir / "tiny-backbone", texts, tiny.hidden, tiny.layers,
-                                             tiny.heads, seed=cfg.seed)
-        else:
-            self.tokenizer, mlm = load_pretrained(cfg.model.path, cfg.model.trust_pickle)
+        self.tokenizer, mlm = self._backbone()
         self.encoder = ClozeEncoder(self.tokenizer, self.patterns, cfg.model.max_length)
         self.model = ClozeModel(mlm, *self.encoder.label_tensors()).to(self.device)
-
-        t0 = time.time()
-        self.features: list[Feature] = []
-        items: dict[str, list[int]] = {}
-        for name, d in self.data.items():
-            feats = self.encoder.encode(d.train)
-            items[name] = list(range(len(self.features), len(self.features) + len(feats)))
-            self.features.extend(feats)
-        log.info("encoded %d training features in %.1fs (%s)", len(self.features), time.time() - t0,
-                 ", ".join(f"{t}: {len(v)}" for t, v in items.items()))
+        self.ddp = self.dist.wrap(self.model, self.device)
+        self.features, items = self._training_features()
         tr = cfg.train
-        unknown = sorted(set(tr.task_weights) - set(cfg.tasks))
-        if unknown:
-            raise ConfigError(f"train.task_weights names {', '.join(unknown)}, not among tasks {list(cfg.tasks)}")
         self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.encoder.tasks])
         self.batches = MultiTaskBatches(items, [len(f.input_ids) for f in self.features], tr.batch_size,
                                         tr.sampling, tr.temperature, cfg.seed, tr.group_by_length)
-        self.total_steps = tr.max_steps or max(1, math.ceil(tr.epochs * len(self.batches) / tr.grad_accum))
-        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tr.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=tr.lr)
-        warmup = int(tr.warmup_ratio * self.total_steps)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        per_step = tr.grad_accum * self.dist.world
+        self.total_steps = tr.max_steps or max(1, math.ceil(tr.epochs * len(self.batches) / per_step))
+        self.optimizer, self.scheduler = self._optimizer()
         self.step = 0  # optimizer steps done
         self.micro = 0  # batches consumed (position in the epoch stream)
         self.best: float | None = None
@@ -200,6 +176,62 @@ class Trainer:
         self.train_seconds = 0.0
         self.examples_seen = 0
         self.losses: list[float] = []  # training losses since the last evaluation
+
+    def _check_config(self) -> None:
+        """The cheap checks, before any data or model is loaded."""
+        cfg = self.cfg
+        if cfg.method != "pet":
+            raise ConfigError(f"method={cfg.method!r}: this version implements method=pet")
+        for t in cfg.tasks:
+            get_task(t)
+        unknown = sorted(set(cfg.train.task_weights) - set(cfg.tasks))
+        if unknown:
+            raise ConfigError(f"train.task_weights names {', '.join(unknown)}, not among tasks {list(cfg.tasks)}")
+        for split in cfg.train.predict_splits:
+            for t in cfg.tasks:
+                path = test_file(data_dir(cfg.data.dir), t, split)
+                if not path.is_file():
+                    raise ConfigError(f"train.predict_splits has {split!r} but {path} does not exist; "
+                                      "set train.predict_splits=[] to skip prediction")
+
+    def _backbone(self):
+        cfg = self.cfg
+        if cfg.model.path is not None:
+            return load_pretrained(cfg.model.path, cfg.model.trust_pickle)
+        texts = [v for d in self.data.values() for e in d.train + d.val for v in e.fields.values()]
+        texts += [p.source for ps in self.patterns.values() for p in ps]
+        texts += [w for ps in self.patterns.values() for p in ps for w in p.verbalizer.values()]
+        tiny = cfg.model.tiny
+        return build_tiny(self.run_dir / "tiny-backbone", texts, tiny.hidden, tiny.layers, tiny.heads, seed=cfg.seed)
+
+    def _training_features(self) -> tuple[list[Feature], dict[str, list[int]]]:
+        """All (example, pattern) features, and which of them belong to each task."""
+        t0 = time.time()
+        features: list[Feature] = []
+        items: dict[str, list[int]] = {}
+        for name, d in self.data.items():
+            feats = self.encoder.encode(d.train)
+            items[name] = list(range(len(features), len(features) + len(feats)))
+            features.extend(feats)
+        log.info("encoded %d training features in %.1fs (%s)", len(features), time.time() - t0,
+                 ", ".join(f"{t}: {len(v)}" for t, v in items.items()))
+        return features, items
+
+    def _optimizer(self):
+        """AdamW (no weight decay on biases and LayerNorm gains), linear warmup then linear decay to 0."""
+        tr = self.cfg.train
+        params = list(self.model.parameters())
+        groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": tr.weight_decay},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=tr.lr)
+        warmup = int(tr.warmup_ratio * self.total_steps)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -214,17 +246,21 @@ class Trainer:
             "data_dir": str(data_dir(self.cfg.data.dir)),
         }
 
-    def _save(self, name: str, metrics: dict[str, Any] | None, with_state: bool) -> Path:
+    def _save(self, name: str, metrics: dict[str, Any] | None, with_state: bool) -> None:
+        """Rank 0 writes; every rank's RNG state goes into the training state (dropout differs per rank)."""
         state = None
         if with_state:
+            rng_states = self.dist.gather(torch.get_rng_state())
             tensors, opt_info = ckpt_io.optimizer_to_flat(self.optimizer)
-            tensors["rng.torch"] = torch.get_rng_state()
+            tensors.update({f"rng.torch.{r}": t for r, t in enumerate(rng_states)})
             state = (tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(), "step": self.step,
                                "micro": self.micro, "best": self.best, "history": self.history,
                                "train_seconds": self.train_seconds, "examples_seen": self.examples_seen,
-                               "losses": self.losses})
-        return ckpt_io.save_checkpoint(self.run_dir / name, self.model.mlm, self.tokenizer, self.meta(metrics),
-                                       OmegaConf.to_yaml(self.cfg, resolve=True), state)
+                               "losses": self.losses, "world": self.dist.world})
+        if self.dist.main:
+            ckpt_io.save_checkpoint(self.run_dir / name, self.model.mlm, self.tokenizer, self.meta(metrics),
+                                    OmegaConf.to_yaml(self.cfg, resolve=True), state)
+        self.dist.barrier()
 
     def _resume(self) -> None:
         last = self.run_dir / "checkpoint-last"
@@ -235,7 +271,10 @@ class Trainer:
         tensors, state = ckpt_io.load_train_state(last)
         ckpt_io.optimizer_from_flat(self.optimizer, tensors, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
+        if state["world"] != self.dist.world:
+            raise ConfigError(f"{last} was written by {state['world']} process(es); resume it with as many "
+                              f"(this run has {self.dist.world})")
+        torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
         self.step, self.micro, self.best = state["step"], state["micro"], state["best"]
         self.history, self.train_seconds = state["history"], state["train_seconds"]
         self.examples_seen, self.losses = state["examples_seen"], state["losses"]
@@ -247,14 +286,15 @@ class Trainer:
         tr = self.cfg.train
         t0 = time.time()
         result = evaluate(self.model, self.encoder, {t: d.val for t, d in self.data.items()}, tr.eval_batch_size,
-                          tr.precision, self.device, tr.pad_to_multiple_of)
+                          tr.precision, self.device, tr.pad_to_multiple_of, self.dist)
         entry = {"step": self.step, "epoch": round(self.micro / len(self.batches), 4),
                  "train_loss": sum(self.losses) / len(self.losses) if self.losses else None, **result,
                  "train_seconds": round(self.train_seconds, 2), "eval_seconds": round(time.time() - t0, 2),
                  "train_examples_per_s": round(self.examples_seen / max(self.train_seconds, 1e-9), 1)}
         self.history.append(entry)
         self.losses = []
-        ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.history, indent=1))
+        if self.dist.main:
+            ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.history, indent=1))
         log.info("step %d | %s | mean macro-F1 %.4f", self.step,
                  " | ".join(f"{t} F1 {s['macro_f1']:.4f} acc {s['accuracy']:.4f}" for t, s in result["tasks"].items()),
                  result["score"])
@@ -264,17 +304,47 @@ class Trainer:
         self._save("checkpoint-last", entry, with_state=True)
         return entry
 
+    def _batch(self, index: int) -> list[Feature]:
+        """The index-th batch of the endless epoch stream (epochs are recomputed from the seed, so resumable)."""
+        epoch, pos = divmod(index, len(self.batches))
+        if getattr(self, "_epoch_of", None) != epoch:
+            self._epoch_batches, self._epoch_of = self.batches.epoch(epoch), epoch
+        return [self.features[i] for i in self._epoch_batches[pos]]
+
+    def _train_step(self) -> tuple[float, int]:
+        """One optimizer step over grad_accum x world batches; (mean loss, examples) summed over ranks."""
+        tr = self.cfg.train
+        loss_sum, n_ex = 0.0, 0
+        weights = self.task_weight.to(self.device)
+        for k in range(tr.grad_accum):
+            feats = self._batch(self.micro + self.dist.rank)
+            self.micro += self.dist.world
+            batch = {key: v.to(self.device) for key, v in
+                     collate(feats, self.tokenizer.pad_token_id, tr.pad_to_multiple_of).items()}
+            sync = self.ddp.no_sync() if self.ddp is not self.model and k < tr.grad_accum - 1 else nullcontext()
+            with sync:
+                with autocast(self.device, tr.precision):
+                    scores = self.ddp(**batch)
+                loss = cloze_loss(scores.float(), batch["labels"], weights[batch["task"]])
+                (loss / tr.grad_accum).backward()
+            loss_sum += loss.item() / tr.grad_accum
+            n_ex += len(feats)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, n_ex = self.dist.sum([loss_sum, n_ex])
+        return loss_sum / self.dist.world, int(n_ex)
+
     def fit(self) -> dict[str, Any]:
-        cfg, tr = self.cfg, self.cfg.train
+        tr = self.cfg.train
         if tr.resume:
             self._resume()
-        log.info("training %d steps (batch %d x accum %d, %d batches/epoch, sampling %s) on %s",
-                 self.total_steps, tr.batch_size, tr.grad_accum, len(self.batches), tr.sampling, self.device)
-        pad_id = self.tokenizer.pad_token_id
-        epoch_batches = None
-        epoch_of = -1
+        log.info("training %d steps (batch %d x accum %d x %d process(es), %d batches/epoch, sampling %s) on %s",
+                 self.total_steps, tr.batch_size, tr.grad_accum, self.dist.world, len(self.batches), tr.sampling,
+                 self.device)
         bar = None
-        if tr.progress:
+        if tr.progress and self.dist.main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True)
@@ -282,40 +352,23 @@ class Trainer:
         loss_ema = None
         while self.step < self.total_steps:
             t0 = time.time()
-            n_ex = 0
-            loss_sum = 0.0
-            for _ in range(tr.grad_accum):
-                epoch, pos = divmod(self.micro, len(self.batches))
-                if epoch != epoch_of:
-                    epoch_batches, epoch_of = self.batches.epoch(epoch), epoch
-                feats = [self.features[i] for i in epoch_batches[pos]]
-                batch = {k: v.to(self.device) for k, v in collate(feats, pad_id, tr.pad_to_multiple_of).items()}
-                with autocast(self.device, tr.precision):
-                    scores = self.model(**batch)
-                loss = cloze_loss(scores.float(), batch["labels"], self.task_weight.to(self.device)[batch["task"]])
-                (loss / tr.grad_accum).backward()
-                loss_sum += loss.item() / tr.grad_accum
-                n_ex += len(feats)
-                self.micro += 1
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            loss, n_ex = self._train_step()
             self.step += 1
             self.train_seconds += time.time() - t0
             self.examples_seen += n_ex
-            self.losses.append(loss_sum)
-            loss_ema = loss_sum if loss_ema is None else 0.95 * loss_ema + 0.05 * loss_sum
+            self.losses.append(loss)
+            loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+            speed = self.examples_seen / max(self.train_seconds, 1e-9)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_ema:.4f}", ex_s=f"{self.examples_seen / max(self.train_seconds, 1e-9):.0f}")
-            if bar is None and tr.log_every and self.step % tr.log_every == 0:
+                bar.set_postfix(loss=f"{loss_ema:.4f}", ex_s=f"{speed:.0f}")
+            elif tr.log_every and self.step % tr.log_every == 0:
                 log.info("step %d/%d loss %.4f lr %.2e %.0f ex/s", self.step, self.total_steps, loss_ema,
-                         self.scheduler.get_last_lr()[0], self.examples_seen / max(self.train_seconds, 1e-9))
+                         self.scheduler.get_last_lr()[0], speed)
             if (tr.eval_every and self.step % tr.eval_every == 0) or self.step == self.total_steps:
                 self._evaluate()
         if bar is not None:
             bar.close()
         best = max(self.history, key=lambda e: e["score"])
         return {"best": best, "last": self.history[-1], "run_dir": str(self.run_dir),
-                "checkpoint": str(self.run_dir / "checkpoint-best")}
+                "checkpoint": str(self.run_dir / "checkpoint-best"), "main": self.dist.main}

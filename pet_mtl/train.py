@@ -22,8 +22,10 @@ def main(cfg: DictConfig) -> float:
     from .engine import Trainer, data_dir
     from .submission import write_submission
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = Trainer(cfg, run_dir).fit()
+    summary = Trainer(cfg, Path(HydraConfig.get().runtime.output_dir)).fit()
+    if not summary["main"]:  # under torchrun, rank 0 reports and predicts
+        return summary["best"]["score"]
+    run_dir = Path(summary["run_dir"])
     best = summary["best"]
     print(f"run directory:   {run_dir}")
     print(f"best checkpoint: {summary['checkpoint']} (step {best['step']})")

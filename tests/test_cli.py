@@ -87,3 +87,21 @@ def test_bad_data_gives_one_clear_line_and_exit_2(tmp_path):
     assert p.returncode == 2
     assert f"error: {data / 'TNEWS_train.csv'}:46: label '999' is not a tnews label" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_config_errors_stop_before_training_and_name_the_fix(tmp_path):
+    p = run("pet_mtl.train", "tasks=[ocnli,cmnli]", f"hydra.run.dir={tmp_path / 'r1'}", cwd=tmp_path)
+    assert p.returncode == 2 and "unknown task 'cmnli'; known tasks: ocnli, ocemotion, tnews" in p.stderr
+    p = run("pet_mtl.train", "patterns.tnews=[tnews/nope.j2]", f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path)
+    assert p.returncode == 2 and "nope.j2 not found" in p.stderr
+    assert not (tmp_path / "r2" / "metrics.json").exists()
+
+
+def test_multirun_sweeps_pattern_sets(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run("pet_mtl.train", "-m", "patterns=default,alt", "train.max_steps=1", "train.predict_splits=[]",
+            "train.progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for job, template in (("0", "tnews/topic.j2"), ("1", "tnews/about.j2")):
+        assert json.loads((sweep / job / "metrics.json").read_text())[-1]["step"] == 1
+        assert template in (sweep / job / "checkpoint-best" / "config.yaml").read_text()

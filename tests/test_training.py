@@ -93,3 +93,13 @@ def test_pickle_files_are_refused_unless_trusted(trained, tmp_path):
     with pytest.raises(CheckpointError, match="pytorch_model.bin: pickle file found"):
         load_checkpoint(ckpt)
     assert load_checkpoint(ckpt, trust_pickle=True)[3]["method"] == "pet"
+
+
+def test_model_path_with_a_pickle_is_refused(tiny_dir, tmp_path):
+    from pet_mtl.backbone import load_pretrained
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_dir, model_dir)
+    (model_dir / "training_args.bin").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(CheckpointError, match="training_args.bin: pickle file found.*model.trust_pickle=true"):
+        load_pretrained(model_dir)
