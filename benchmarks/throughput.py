@@ -3,14 +3,20 @@
     python benchmarks/throughput.py [--device cpu|cuda] [--precision fp32|bf16] [--append]
 
 All three run over the SAME batches of real competition rows (all three tasks, their real length distribution,
-pet_mtl's default patterns), one fresh subprocess per measurement so peak memory is each one's own:
-- pet_mtl: what `python -m pet_mtl.train` does per step: length-grouped mixed batches padded to a multiple of 8,
+pet_mtl's default patterns). Timings come from ONE process that runs the implementations round-robin, a batch of
+each in turn, so the noise of a shared machine hits them alike and the ratios are stable; peak memory comes from
+one fresh subprocess per implementation (a few batches each), so each peak is its own:
+- pet_mtl: what `python -m pet_mtl.train` does per step: length-grouped mixed batches padded as the trainer pads
+  by default (to the batch's longest in fp32 on CPU, to a multiple of 8 in bf16 or on GPU),
   the encoder, the MLM head at the slot positions only, cross-entropy, backward, clipping, AdamW. Prediction:
   `score_features` (length-sorted batches, inference mode).
 - naive: every example padded to 256 tokens, the plain `AutoModelForMaskedLM` forward (full-vocabulary logits at
-  every position), then the slot positions gathered; same loss and optimizer. Prediction in input order.
+  every position), then the slot positions gathered; same loss and the same (fused) optimizer, so the ratio
+  measures padding and the head alone. Prediction in input order.
 - bound: the bare encoder (`model.base_model`) forward (+ backward for training, no optimizer, no head) over the
   same batches padded only to each batch's longest sequence.
+Two ablations measure single fast paths in training: `pet_mtl:no-grouping` (random instead of length-grouped
+batches) and `pet_mtl:full-head` (vocabulary logits at every position, then gathered).
 Ratios: speedup = pet_mtl / naive, overhead = bound / pet_mtl (in time per example).
 """
 from __future__ import annotations
@@ -19,16 +25,18 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
-import resource
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: training variants: pet_mtl as run by default, then with one fast path switched off, the naive one, the bound
+TRAIN_IMPLS = ("pet_mtl", "pet_mtl:no-grouping", "pet_mtl:full-head", "naive", "bound")
+PREDICT_IMPLS = ("pet_mtl", "naive", "bound")
 
 
-def setup(args):
+def setup(args, impl: str):
     import torch
     import yaml
 
@@ -40,8 +48,6 @@ def setup(args):
     from pet_mtl.tasks import TASKS
 
     torch.manual_seed(0)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     tokenizer, mlm = load_pretrained(args.model)
     patterns = load_pattern_set(yaml.safe_load((ROOT / "conf/patterns/default.yaml").read_text()), list(TASKS))
     encoder = ClozeEncoder(tokenizer, patterns, args.max_length)
@@ -52,125 +58,192 @@ def setup(args):
         f = encoder.encode(sample)
         items[name] = list(range(len(feats), len(feats) + len(f)))
         feats.extend(f)
-    batches = MultiTaskBatches(items, [len(f.input_ids) for f in feats], args.batch_size, seed=0).epoch(0)
+    grouped = impl != "pet_mtl:no-grouping"
+    batches = MultiTaskBatches(items, [len(f.input_ids) for f in feats], args.batch_size, seed=0,
+                               group_by_length=grouped).epoch(0)
     train_batches = [[feats[i] for i in b] for b in batches[: args.warmup + args.train_batches]]
     return tokenizer, mlm, encoder, feats, train_batches
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+def peak_rss_mb() -> float:
+    """This process's own RSS high-water mark (VmHWM). Not getrusage's ru_maxrss: Linux carries that across
+    fork and exec, so a spawned child would report its parent's peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def measure(args, impl: str, mode: str, queue) -> None:
-    import torch
+class Runner:
+    """One implementation's model, optimizer and batches; `step(i)` runs and times its i-th unit of work."""
 
-    from pet_mtl.engine import autocast, score_features
-    from pet_mtl.features import collate
-    from pet_mtl.model import ClozeModel, cloze_loss
+    def __init__(self, args, impl: str, mode: str, shared):
+        import copy
 
-    tokenizer, mlm, encoder, feats, train_batches = setup(args)
-    device = torch.device(args.device)
-    model = ClozeModel(mlm, *encoder.label_tensors()).to(device)
-    pad = tokenizer.pad_token_id
+        import torch
 
-    def naive_batch(fs):
-        b = collate(fs, pad, pad_to_multiple_of=1)
-        n = args.naive_length - b["input_ids"].size(1)
-        b["input_ids"] = torch.nn.functional.pad(b["input_ids"], (0, n), value=pad)
+        from pet_mtl.engine import build_optimizer
+        from pet_mtl.model import ClozeModel
+
+        tokenizer, mlm, encoder, feats, grouped, random_batches = shared
+        self.args, self.impl, self.mode = args, impl, mode
+        self.device = torch.device(args.device)
+        self.mlm = copy.deepcopy(mlm).to(self.device)
+        self.model = ClozeModel(self.mlm, *encoder.label_tensors()).to(self.device)
+        if impl == "pet_mtl:full-head":
+            self.model.head = None  # the vocabulary projection at every position, then gathered
+        self.pad = tokenizer.pad_token_id
+        self.batches = random_batches if impl == "pet_mtl:no-grouping" else grouped
+        self.pred = feats[: args.predict_examples]
+        self.opt = build_optimizer(self.model, 1e-5, 0.01) if mode == "train" else None  # the trainer's, for all
+        self.seconds, self.examples = 0.0, 0
+
+    def _naive_batch(self, fs):
+        import torch
+
+        from pet_mtl.features import collate
+
+        b = collate(fs, self.pad, pad_to_multiple_of=1)
+        n = self.args.naive_length - b["input_ids"].size(1)
+        b["input_ids"] = torch.nn.functional.pad(b["input_ids"], (0, n), value=self.pad)
         b["attention_mask"] = torch.nn.functional.pad(b["attention_mask"], (0, n), value=0)
         return b
 
-    def naive_scores(b):
-        logits = mlm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # [B, 256, V]
-        at = logits.gather(1, b["slot_positions"][..., None].expand(-1, -1, logits.size(-1))).float().log_softmax(-1)
-        cand = model.label_ids[b["pattern"]]  # [B, C, S]
-        per = at.gather(2, cand.transpose(1, 2))
-        return torch.where(model.slot_mask[b["pattern"]][..., None], per, 0.0).sum(1).masked_fill(
-            ~model.label_mask[b["pattern"]], -1e9)
+    def _naive_scores(self, b):
+        import torch
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    base_rss = rss_mb()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    n_examples, elapsed = 0, 0.0
-    if mode == "train":
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        model.train()
-        for i, fs in enumerate(train_batches):
-            if impl == "naive":
-                b = naive_batch(fs)
-            else:
-                b = collate(fs, pad, pad_to_multiple_of=8 if impl == "pet_mtl" else 1)
-            b = {k: v.to(device) for k, v in b.items()}
+        m = self.model
+        logits = self.mlm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # [B, 256, V]
+        at = logits.gather(1, b["slot_positions"][..., None].expand(-1, -1, logits.size(-1))).float().log_softmax(-1)
+        per = at.gather(2, m.label_ids[b["pattern"]].transpose(1, 2))
+        return torch.where(m.slot_mask[b["pattern"]][..., None], per, 0.0).sum(1).masked_fill(
+            ~m.label_mask[b["pattern"]], -1e9)
+
+    def step(self, i: int, timed: bool) -> None:
+        import torch
+
+        from pet_mtl.engine import autocast, pad_multiple, score_features
+        from pet_mtl.features import collate
+        from pet_mtl.model import cloze_loss
+
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        a, impl = self.args, self.impl
+        if self.mode == "train":
+            fs = self.batches[i]
+            ours = pad_multiple(None, a.precision, self.device)  # the trainer's default
+            b = self._naive_batch(fs) if impl == "naive" else collate(fs, self.pad, 1 if impl == "bound" else ours)
+            b = {k: v.to(self.device) for k, v in b.items()}
+            self.model.train()
             sync()
             t0 = time.perf_counter()
-            with autocast(device, args.precision):
+            with autocast(self.device, a.precision):
                 if impl == "bound":
-                    h = mlm.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+                    h = self.mlm.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
                     loss = h.float().pow(2).mean()
                 else:
-                    scores = model(**b) if impl == "pet_mtl" else naive_scores(b)
+                    scores = self._naive_scores(b) if impl == "naive" else self.model(**b)
                     loss = cloze_loss(scores.float(), b["labels"])
             loss.backward()
             if impl != "bound":
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-            sync()
-            if i >= args.warmup:
-                elapsed += time.perf_counter() - t0
-                n_examples += len(fs)
-    else:
-        pred = feats[: args.predict_examples]
-        for rep in range(2):  # the first pass warms up the shapes; the second is timed
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0, foreach=True)
+                self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            n = len(fs)
+        else:
+            chunk = self.pred[i * a.eval_batch_size * 4:(i + 1) * a.eval_batch_size * 4]  # 4 batches per unit
+            if not chunk:
+                return
             sync()
             t0 = time.perf_counter()
             if impl == "pet_mtl":
-                score_features(model, pred, args.eval_batch_size, pad, 8, args.precision, device)
+                score_features(self.model, chunk, a.eval_batch_size, self.pad, pad_multiple(None, a.precision, self.device),
+                               a.precision, self.device)
             else:
-                order = sorted(range(len(pred)), key=lambda i: len(pred[i].input_ids)) if impl == "bound" else \
-                    list(range(len(pred)))
-                with torch.inference_mode(), autocast(device, args.precision):
-                    for s in range(0, len(order), args.eval_batch_size):
-                        fs = [pred[i] for i in order[s:s + args.eval_batch_size]]
-                        b = {k: v.to(device) for k, v in (naive_batch(fs) if impl == "naive" else
-                                                          collate(fs, pad, pad_to_multiple_of=1)).items()}
+                order = sorted(range(len(chunk)), key=lambda j: len(chunk[j].input_ids)) if impl == "bound" \
+                    else list(range(len(chunk)))
+                with torch.inference_mode(), autocast(self.device, a.precision):
+                    for s in range(0, len(order), a.eval_batch_size):
+                        fs = [chunk[j] for j in order[s:s + a.eval_batch_size]]
                         if impl == "naive":
-                            naive_scores(b).cpu()
+                            b = {k: v.to(self.device) for k, v in self._naive_batch(fs).items()}
+                            self._naive_scores(b).cpu()
                         else:
-                            mlm.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state.cpu()
-            sync()
-            elapsed, n_examples = time.perf_counter() - t0, len(pred)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    queue.put({"impl": impl, "mode": mode, "examples_per_s": n_examples / elapsed, "examples": n_examples,
-               "seconds": elapsed, "peak_mb": peak, "rss_before_mb": base_rss})
+                            b = {k: v.to(self.device) for k, v in collate(fs, self.pad, 1).items()}
+                            self.mlm.base_model(input_ids=b["input_ids"],
+                                                attention_mask=b["attention_mask"]).last_hidden_state.cpu()
+            n = len(chunk)
+        sync()
+        if timed:
+            self.seconds += time.perf_counter() - t0
+            self.examples += n
+
+
+def shared_setup(args):
+    from pet_mtl.sampling import MultiTaskBatches
+
+    tokenizer, mlm, encoder, feats, grouped = setup(args, "pet_mtl")
+    _, _, _, _, random_batches = setup(args, "pet_mtl:no-grouping")
+    return tokenizer, mlm, encoder, feats, grouped, random_batches
+
+
+def timing(args) -> dict[tuple[str, str], dict]:
+    """All implementations in one process, round-robin per unit of work, so machine noise hits them alike."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shared = shared_setup(args)
+    out = {}
+    units = {"train": args.warmup + args.train_batches,
+             "predict": 1 + -(-args.predict_examples // (4 * args.eval_batch_size))}
+    for mode, impls in (("train", TRAIN_IMPLS), ("predict", PREDICT_IMPLS)):
+        runners = [Runner(args, impl, mode, shared) for impl in impls]
+        for i in range(units[mode]):
+            for r in runners:  # predict: unit 0 is a warm-up pass over the first chunk
+                r.step(i if mode == "train" else max(i - 1, 0), timed=i >= (args.warmup if mode == "train" else 1))
+        for r in runners:
+            out[(mode, r.impl)] = {"impl": r.impl, "mode": mode, "examples": r.examples, "seconds": r.seconds,
+                                   "examples_per_s": r.examples / r.seconds}
+            print(f"  {mode:7s} {r.impl:20s} {r.examples / r.seconds:8.1f} ex/s", flush=True)
+        del runners
+    return out
+
+
+def peak_memory(args, impl: str, mode: str, queue) -> None:
+    """Peak memory of one implementation alone (a fresh process): a few units of its work."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = Runner(args, impl, mode, shared_setup(args))
+    if r.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(3):
+        r.step(i, timed=False)
+    queue.put(torch.cuda.max_memory_allocated() / 2**20 if r.device.type == "cuda" else peak_rss_mb())
 
 
 def run_all(args) -> list[dict]:
+    results = timing(args)
     ctx = mp.get_context("spawn")
-    results = []
-    for mode in ("train", "predict"):
-        for impl in ("pet_mtl", "naive", "bound"):
-            q = ctx.Queue()
-            p = ctx.Process(target=measure, args=(args, impl, mode, q))
-            p.start()
-            r = q.get()
-            p.join()
-            print(f"  {mode:7s} {impl:8s} {r['examples_per_s']:8.1f} ex/s  peak {r['peak_mb']:.0f} MB", flush=True)
-            results.append(r)
-    return results
+    for (mode, impl), r in results.items():
+        q = ctx.Queue()
+        p = ctx.Process(target=peak_memory, args=(args, impl, mode, q))
+        p.start()
+        r["peak_mb"] = q.get()
+        p.join()
+    return list(results.values())
 
 
 def table(results, args) -> str:
     by = {(r["mode"], r["impl"]): r for r in results}
     mem = "peak GPU MB (max allocated)" if args.device.startswith("cuda") else "peak RSS MB"
-    lines = [f"| mode | implementation | examples/s | {mem} | pet_mtl speedup vs it | pet_mtl time / its time |",
+    lines = [f"| mode | implementation | examples/s | {mem} | pet_mtl speedup over it | pet_mtl time per example ÷ its time |",
              "|---|---|---|---|---|---|"]
     for mode in ("train", "predict"):
         ours = by[(mode, "pet_mtl")]["examples_per_s"]
-        for impl in ("pet_mtl", "naive", "bound"):
+        for impl in (i for m, i in by if m == mode):
             r = by[(mode, impl)]
             lines.append(f"| {mode} | {impl} | {r['examples_per_s']:.1f} | {r['peak_mb']:.0f} | "
                          f"{ours / r['examples_per_s']:.2f}x | {r['examples_per_s'] / ours:.2f} |")
