@@ -57,7 +57,7 @@ def data_dir(configured: str | None) -> Path:
     return DEMO_DIR if configured is None else Path(configured).expanduser().resolve()
 
 
-def test_file(directory: Path, task: str, split: str) -> Path:
+def split_file(directory: Path, task: str, split: str) -> Path:
     files = get_task(task).files
     if split not in files or split == "train":
         raise ConfigError(f"split={split!r}: expected one of {', '.join(s for s in files if s != 'train')}")
@@ -216,7 +216,7 @@ class Trainer:
             raise ConfigError(f"train.task_weights names {', '.join(unknown)}, not among tasks {list(cfg.tasks)}")
         for split in cfg.train.predict_splits:
             for t in cfg.tasks:
-                path = test_file(data_dir(cfg.data.dir), t, split)
+                path = split_file(data_dir(cfg.data.dir), t, split)
                 if not path.is_file():
                     raise ConfigError(f"train.predict_splits has {split!r} but {path} does not exist; "
                                       "set train.predict_splits=[] to skip prediction")
@@ -290,14 +290,14 @@ class Trainer:
         last = self.run_dir / "checkpoint-last"
         if not last.is_dir():
             raise ConfigError(f"train.resume=true but {last} does not exist; run with hydra.run.dir=<the run to resume>")
-        _, _, saved, _, _ = ckpt_io.load_checkpoint(last)
-        self.model.mlm.load_state_dict(saved.state_dict())
         tensors, state = ckpt_io.load_train_state(last)
-        ckpt_io.optimizer_from_flat(self.optimizer, tensors, state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if state["world"] != self.dist.world:
             raise ConfigError(f"{last} was written by {state['world']} process(es); resume it with as many "
                               f"(this run has {self.dist.world})")
+        _, _, saved, _, _ = ckpt_io.load_checkpoint(last)
+        self.model.mlm.load_state_dict(saved.state_dict())
+        ckpt_io.optimizer_from_flat(self.optimizer, tensors, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
         self.step, self.micro, self.best = state["step"], state["micro"], state["best"]
         self.history, self.train_seconds = state["history"], state["train_seconds"]

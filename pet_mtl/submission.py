@@ -16,7 +16,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .data import read_examples
-from .engine import predict_labels, test_file
+from .engine import predict_labels, split_file
 from .features import ClozeEncoder
 from .model import ClozeModel
 from .tasks import get_task
@@ -37,7 +37,7 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
     directory = Path(data_dir if data_dir is not None else meta["data_dir"])
     tests = {}
     for name in meta["tasks"]:
-        tests[name] = read_examples(test_file(directory, name, split), get_task(name), labelled=False)
+        tests[name] = read_examples(split_file(directory, name, split), get_task(name), labelled=False)
     dev = torch.device(device)
     encoder = ClozeEncoder(tokenizer, patterns, meta["max_length"])
     model = ClozeModel(mlm, *encoder.label_tensors()).to(dev)
