@@ -10,6 +10,9 @@ from .config import register
 from .errors import PetMtlError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+if not Path(CONF_DIR).is_dir():
+    raise ImportError(f"pet_mtl reads conf/, patterns/ and examples/ from its checkout, and {CONF_DIR} does not "
+                      "exist: install with `pip install -e .` from the repository")
 register()
 
 
