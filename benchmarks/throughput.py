@@ -36,7 +36,9 @@ TRAIN_IMPLS = ("pet_mtl", "pet_mtl:no-grouping", "pet_mtl:full-head", "naive", "
 PREDICT_IMPLS = ("pet_mtl", "naive", "bound")
 
 
-def setup(args, impl: str):
+def setup(args):
+    """Model, encoder and features of real rows, loaded and encoded once; the same rows batched two ways
+    (length-grouped as the trainer does, and random for the no-grouping ablation)."""
     import torch
     import yaml
 
@@ -58,11 +60,13 @@ def setup(args, impl: str):
         f = encoder.encode(sample)
         items[name] = list(range(len(feats), len(feats) + len(f)))
         feats.extend(f)
-    grouped = impl != "pet_mtl:no-grouping"
-    batches = MultiTaskBatches(items, [len(f.input_ids) for f in feats], args.batch_size, seed=0,
-                               group_by_length=grouped).epoch(0)
-    train_batches = [[feats[i] for i in b] for b in batches[: args.warmup + args.train_batches]]
-    return tokenizer, mlm, encoder, feats, train_batches
+    lengths = [len(f.input_ids) for f in feats]
+
+    def batches(grouped: bool) -> list[list]:
+        order = MultiTaskBatches(items, lengths, args.batch_size, seed=0, group_by_length=grouped).epoch(0)
+        return [[feats[i] for i in b] for b in order[: args.warmup + args.train_batches]]
+
+    return tokenizer, mlm, encoder, feats, batches(True), batches(False)
 
 
 def peak_rss_mb() -> float:
@@ -179,21 +183,13 @@ class Runner:
             self.examples += n
 
 
-def shared_setup(args):
-    from pet_mtl.sampling import MultiTaskBatches
-
-    tokenizer, mlm, encoder, feats, grouped = setup(args, "pet_mtl")
-    _, _, _, _, random_batches = setup(args, "pet_mtl:no-grouping")
-    return tokenizer, mlm, encoder, feats, grouped, random_batches
-
-
 def timing(args) -> dict[tuple[str, str], dict]:
     """All implementations in one process, round-robin per unit of work, so machine noise hits them alike."""
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    shared = shared_setup(args)
+    shared = setup(args)
     out = {}
     units = {"train": args.warmup + args.train_batches,
              "predict": 1 + -(-args.predict_examples // (4 * args.eval_batch_size))}
@@ -216,7 +212,7 @@ def peak_memory(args, impl: str, mode: str, queue) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = Runner(args, impl, mode, shared_setup(args))
+    r = Runner(args, impl, mode, setup(args))
     if r.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for i in range(3):

@@ -203,6 +203,8 @@ class Trainer:
         self.train_seconds = 0.0
         self.examples_seen = 0
         self.losses: list[float] = []  # training losses since the last evaluation
+        self._epoch_of: int | None = None  # which epoch's batch list _epoch_batches holds
+        self._epoch_batches: list[list[int]] = []
 
     def _check_config(self) -> None:
         """The cheap checks, before any data or model is loaded."""
@@ -331,7 +333,7 @@ class Trainer:
     def _batch(self, index: int) -> list[Feature]:
         """The index-th batch of the endless epoch stream (epochs are recomputed from the seed, so resumable)."""
         epoch, pos = divmod(index, len(self.batches))
-        if getattr(self, "_epoch_of", None) != epoch:
+        if self._epoch_of != epoch:
             self._epoch_batches, self._epoch_of = self.batches.epoch(epoch), epoch
         return [self.features[i] for i in self._epoch_batches[pos]]
 
