@@ -129,7 +129,7 @@ class Runner:
 
         from pet_mtl.engine import autocast, pad_multiple, score_features
         from pet_mtl.features import collate
-        from pet_mtl.model import cloze_loss
+        from pet_mtl.model import label_loss
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         a, impl = self.args, self.impl
@@ -147,7 +147,7 @@ class Runner:
                     loss = h.float().pow(2).mean()
                 else:
                     scores = self._naive_scores(b) if impl == "naive" else self.model(**b)
-                    loss = cloze_loss(scores.float(), b["labels"])
+                    loss = label_loss(scores.float(), b["labels"])
             loss.backward()
             if impl != "bound":
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0, foreach=True)

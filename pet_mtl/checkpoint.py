@@ -1,7 +1,8 @@
 """Self-contained checkpoint directories, written atomically and loaded without pickle.
 
 Layout of a checkpoint directory:
-  model/          save_pretrained (safetensors + config.json)
+  model/          the masked LM's save_pretrained (safetensors + config.json): a plain backbone any tool can load
+  method.safetensors  the method's own parameters (task heads, conditional LayerNorm), when it has any
   tokenizer/      save_pretrained (tokenizer.json, vocab, config)
   pet_mtl.json    method, tasks and their label codes, the patterns (template source + verbalizer), max_length,
                   the step and metrics it was saved at
@@ -23,12 +24,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .backbone import load_pretrained, refuse_pickles
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
+from .methods import get_method
 from .patterns import Pattern
 from .tasks import get_task
 
 FORMAT_VERSION = 1
 META = "pet_mtl.json"
+METHOD_STATE = "method.safetensors"
 
 
 def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
@@ -65,10 +68,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def save_checkpoint(target: Path, mlm, tokenizer, meta: dict[str, Any], config_yaml: str,
+def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config_yaml: str,
                     train_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None) -> Path:
+    """`model` is a `Scorer`: its masked LM goes to model/, its other parameters to method.safetensors."""
+
     def write(tmp: Path) -> None:
-        mlm.save_pretrained(tmp / "model", safe_serialization=True)
+        model.mlm.save_pretrained(tmp / "model", safe_serialization=True)
+        extra = model.extra_state()
+        if extra:
+            save_file({k: v.detach().contiguous() for k, v in extra.items()}, tmp / METHOD_STATE)
         tokenizer.save_pretrained(tmp / "tokenizer")
         (tmp / META).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, ensure_ascii=False, indent=1),
                                 encoding="utf-8")
@@ -99,6 +107,10 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(ckpt / META, None, f"format_version {meta.get('format_version')} is not "
                               f"{FORMAT_VERSION}; written by another pet_mtl version")
+    try:
+        get_method(meta.get("method", "pet"))
+    except ConfigError as e:
+        raise CheckpointError(ckpt / META, None, f"{e}; written by another pet_mtl version?") from None
     for name, info in meta["tasks"].items():
         if tuple(info["labels"]) != get_task(name).labels:
             raise CheckpointError(ckpt / META, None, f"{name} label codes {info['labels']} differ from this "
@@ -116,6 +128,28 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False):
     for d in meta["patterns"]:
         patterns[d["task"]].append(Pattern.from_dict(d, str(ckpt / META)))
     return ckpt, tokenizer, mlm, meta, patterns
+
+
+def load_scorer(path: str | Path, trust_pickle: bool = False):
+    """(checkpoint dir, meta, encoder, model): the method the checkpoint names, rebuilt with its weights."""
+    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, trust_pickle)
+    method = get_method(meta.get("method", "pet"))
+    encoder = method.encoder(tokenizer, patterns, list(meta["tasks"]), meta["max_length"])
+    model = method.model(mlm, encoder, meta.get("cln_dim", 0))
+    load_method_state(model, ckpt)
+    return ckpt, meta, encoder, model
+
+
+def load_method_state(model, ckpt: Path) -> None:
+    """Load method.safetensors into `model`; every non-backbone parameter must be there, and nothing else."""
+    expected = set(model.extra_state())
+    path = ckpt / METHOD_STATE
+    tensors = load_file(path) if path.is_file() else {}
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise CheckpointError(path, None, f"method parameters do not match the model: missing {missing[:5]}, "
+                              f"unexpected {extra[:5]}")
+    model.load_state_dict(tensors, strict=False)
 
 
 def load_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

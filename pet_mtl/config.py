@@ -28,6 +28,8 @@ class ModelConfig:
     max_length: int = 128
     #: allow .bin/.pt pickle files in model.path (they can execute code when loaded)
     trust_pickle: bool = False
+    #: size of the task embedding that drives conditional LayerNorm (method=cln, pet_cln)
+    cln_dim: int = 32
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -41,6 +43,18 @@ class DataConfig:
     max_train_per_task: Optional[int] = None
     #: cap on validation rows per task, null = all of val_size
     max_val_per_task: Optional[int] = None
+    #: seed of the validation / test carving: fixed apart from `seed`, so every seed is scored on the same rows
+    split_seed: int = 42
+    #: full (competition training files) | fewshot (FewCLUE splits, see pet_mtl/regimes.py)
+    regime: str = "full"
+    #: fewshot: folder holding FewCLUE's <task>/train_k.json, dev_k.json
+    fewclue_dir: Optional[str] = None
+    #: fewshot: which FewCLUE split (0..4, few_all); also picks the sample for tasks without FewCLUE files
+    split: str = "0"
+    #: fewshot: train and dev rows per class sampled for tasks without FewCLUE files (OCEMOTION)
+    k_per_class: int = 16
+    #: fewshot: rows per task in the fixed test set carved from the training file (a count, or a fraction < 1)
+    eval_per_task: float = 1000
 
 
 @dataclass
@@ -82,6 +96,7 @@ class TrainConfig:
 @dataclass
 class Config:
     seed: int = 42
+    #: pet | heads | cln | pet_cln (pet_mtl/methods)
     method: str = "pet"
     tasks: List[str] = field(default_factory=lambda: ["ocnli", "ocemotion", "tnews"])
     #: folder that pattern template paths are relative to; null = the project's patterns/

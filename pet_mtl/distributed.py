@@ -59,8 +59,11 @@ class Dist:
         if self.world > 1:
             dist.barrier()
 
-    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
+        """DDP around `model`; find_unused_parameters for models whose steps leave some parameters out (the heads
+        of tasks absent from a batch, the unused MLM head of method=heads)."""
         if self.world == 1:
             return model
         ids = [device.index] if device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                         find_unused_parameters=find_unused_parameters)

@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,19 +20,20 @@ from omegaconf import OmegaConf
 from . import checkpoint as ckpt_io
 from .backbone import build_tiny, load_pretrained
 from .config import Config
-from .data import Example, read_examples, stratified_split
+from .data import Example
 from .distributed import Dist
 from .errors import ConfigError
-from .features import ClozeEncoder, Feature, collate
+from .features import Feature, collate
+from .methods import get_method
 from .metrics import classification_scores, competition_score
-from .model import ClozeModel, cloze_loss
+from .model import Scorer, label_loss
 from .patterns import PATTERNS_ROOT, load_pattern_set
+from .regimes import data_dir, load_task_data
 from .sampling import MultiTaskBatches
 from .tasks import get_task
 
 log = logging.getLogger("pet_mtl")
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -53,10 +53,6 @@ def pad_multiple(configured: int | None, precision: str, device: torch.device) -
     return 8 if precision != "fp32" or device.type != "cpu" else 1
 
 
-def data_dir(configured: str | None) -> Path:
-    return DEMO_DIR if configured is None else Path(configured).expanduser().resolve()
-
-
 def split_file(directory: Path, task: str, split: str) -> Path:
     files = get_task(task).files
     if split not in files or split == "train":
@@ -64,35 +60,11 @@ def split_file(directory: Path, task: str, split: str) -> Path:
     return directory / files[split]
 
 
-@dataclass
-class TaskData:
-    train: list[Example]
-    val: list[Example]
-
-
-def load_task_data(cfg: Config) -> dict[str, TaskData]:
-    """Read each task's training file and carve the seeded, stratified validation split from it."""
-    directory = data_dir(cfg.data.dir)
-    out = {}
-    for name in cfg.tasks:
-        task = get_task(name)
-        examples = read_examples(directory / task.files["train"], task, labelled=True)
-        train, val = stratified_split(examples, cfg.data.val_size, cfg.seed)
-        if cfg.data.max_val_per_task and len(val) > cfg.data.max_val_per_task:
-            _, val = stratified_split(val, cfg.data.max_val_per_task, cfg.seed)
-        if cfg.data.max_train_per_task and len(train) > cfg.data.max_train_per_task:
-            _, train = stratified_split(train, cfg.data.max_train_per_task, cfg.seed)
-        if not val:
-            raise ConfigError(f"{name}: data.val_size={cfg.data.val_size} leaves no validation rows")
-        out[name] = TaskData(train, val)
-    return out
-
-
 # ---------------------------------------------------------------- scoring
 
 
 @torch.inference_mode()
-def score_features(model: ClozeModel, features: Sequence[Feature], batch_size: int, pad_id: int,
+def score_features(model: Scorer, features: Sequence[Feature], batch_size: int, pad_id: int,
                    pad_to_multiple_of: int, precision: str, device: torch.device, dist: Dist | None = None) -> torch.Tensor:
     """[N, C] label scores in input order; batches are formed from length-sorted features to cut padding, and
     under torchrun each rank scores every world-th batch and the results are gathered."""
@@ -107,7 +79,7 @@ def score_features(model: ClozeModel, features: Sequence[Feature], batch_size: i
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
             mine.append((idx, model(**batch).float().cpu()))
-    out = torch.empty(len(features), model.label_ids.size(1))
+    out = torch.empty(len(features), model.max_labels)
     for part in dist.gather(mine):
         for idx, scores in part:
             out[idx] = scores
@@ -125,7 +97,7 @@ def example_scores(features: Sequence[Feature], scores: torch.Tensor, n_examples
     return total / count
 
 
-def predict_labels(model: ClozeModel, encoder: ClozeEncoder, examples: Sequence[Example], batch_size: int,
+def predict_labels(model: Scorer, encoder, examples: Sequence[Example], batch_size: int,
                    precision: str, device: torch.device, pad_to_multiple_of: int | None = None,
                    dist: Dist | None = None) -> list[int]:
     """Label indices for one task's examples, in input order."""
@@ -136,7 +108,7 @@ def predict_labels(model: ClozeModel, encoder: ClozeEncoder, examples: Sequence[
     return example_scores(feats, scores, len(examples))[:, :n_labels].argmax(-1).tolist()
 
 
-def evaluate(model: ClozeModel, encoder: ClozeEncoder, val: dict[str, list[Example]], batch_size: int,
+def evaluate(model: Scorer, encoder, val: dict[str, list[Example]], batch_size: int,
              precision: str, device: torch.device, pad_to_multiple_of: int | None = None,
              dist: Dist | None = None) -> dict[str, Any]:
     per_task = {}
@@ -168,6 +140,7 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> t
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
+        self.started = time.time()
         self.dist = Dist.from_env(cfg.train.device.split(":")[0])
         if not self.dist.main:
             log.setLevel(logging.WARNING)
@@ -184,9 +157,9 @@ class Trainer:
         self.patterns = load_pattern_set(patterns, cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
-        self.encoder = ClozeEncoder(self.tokenizer, self.patterns, cfg.model.max_length)
-        self.model = ClozeModel(mlm, *self.encoder.label_tensors()).to(self.device)
-        self.ddp = self.dist.wrap(self.model, self.device)
+        self.encoder = self.method.encoder(self.tokenizer, self.patterns, cfg.tasks, cfg.model.max_length)
+        self.model = self.method.model(mlm, self.encoder, cfg.model.cln_dim).to(self.device)
+        self.ddp = self.dist.wrap(self.model, self.device, find_unused_parameters=not self.method.uses_patterns)
         self.features, items = self._training_features()
         tr = cfg.train
         self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.encoder.tasks])
@@ -201,6 +174,7 @@ class Trainer:
         self.best: float | None = None
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        self.wall_before = 0.0  # wall time of the interrupted process(es) before a resume
         self.examples_seen = 0
         self.losses: list[float] = []  # training losses since the last evaluation
         self._epoch_of: int | None = None  # which epoch's batch list _epoch_batches holds
@@ -209,8 +183,7 @@ class Trainer:
     def _check_config(self) -> None:
         """The cheap checks, before any data or model is loaded."""
         cfg = self.cfg
-        if cfg.method != "pet":
-            raise ConfigError(f"method={cfg.method!r}: this version implements method=pet")
+        self.method = get_method(cfg.method)
         for t in cfg.tasks:
             get_task(t)
         unknown = sorted(set(cfg.train.task_weights) - set(cfg.tasks))
@@ -264,6 +237,7 @@ class Trainer:
     def meta(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "method": self.cfg.method,
+            "cln_dim": self.cfg.model.cln_dim,
             "tasks": {t: {"labels": list(get_task(t).labels)} for t in self.encoder.tasks},
             "patterns": [p.to_dict() for p in self.encoder.patterns],
             "max_length": self.cfg.model.max_length,
@@ -282,11 +256,17 @@ class Trainer:
             state = (tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(), "step": self.step,
                                "micro": self.micro, "best": self.best, "history": self.history,
                                "train_seconds": self.train_seconds, "examples_seen": self.examples_seen,
-                               "losses": self.losses, "world": self.dist.world})
+                               "losses": self.losses, "world": self.dist.world,
+                               "wall_seconds": self.wall_before + time.time() - self.started})
         if self.dist.main:
-            ckpt_io.save_checkpoint(self.run_dir / name, self.model.mlm, self.tokenizer, self.meta(metrics),
+            ckpt_io.save_checkpoint(self.run_dir / name, self.model, self.tokenizer, self.meta(metrics),
                                     OmegaConf.to_yaml(self.cfg, resolve=True), state)
         self.dist.barrier()
+
+    def _load_weights(self, ckpt: Path) -> None:
+        _, _, saved, _, _ = ckpt_io.load_checkpoint(ckpt)
+        self.model.mlm.load_state_dict(saved.state_dict())
+        ckpt_io.load_method_state(self.model, ckpt)
 
     def _resume(self) -> None:
         last = self.run_dir / "checkpoint-last"
@@ -296,13 +276,13 @@ class Trainer:
         if state["world"] != self.dist.world:
             raise ConfigError(f"{last} was written by {state['world']} process(es); resume it with as many "
                               f"(this run has {self.dist.world})")
-        _, _, saved, _, _ = ckpt_io.load_checkpoint(last)
-        self.model.mlm.load_state_dict(saved.state_dict())
+        self._load_weights(last)
         ckpt_io.optimizer_from_flat(self.optimizer, tensors, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
         self.step, self.micro, self.best = state["step"], state["micro"], state["best"]
         self.history, self.train_seconds = state["history"], state["train_seconds"]
+        self.wall_before = state.get("wall_seconds", 0.0)
         self.examples_seen, self.losses = state["examples_seen"], state["losses"]
         log.info("resumed from %s at step %d", last, self.step)
 
@@ -319,8 +299,6 @@ class Trainer:
                  "train_examples_per_s": round(self.examples_seen / max(self.train_seconds, 1e-9), 1)}
         self.history.append(entry)
         self.losses = []
-        if self.dist.main:
-            ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.history, indent=1))
         log.info("step %d | %s | mean macro-F1 %.4f", self.step,
                  " | ".join(f"{t} F1 {s['macro_f1']:.4f} acc {s['accuracy']:.4f}" for t, s in result["tasks"].items()),
                  result["score"])
@@ -328,7 +306,29 @@ class Trainer:
             self.best = result["score"]
             self._save("checkpoint-best", entry, with_state=False)
         self._save("checkpoint-last", entry, with_state=True)
+        self._write_metrics()
         return entry
+
+    def _write_metrics(self, test: dict[str, Any] | None = None) -> None:
+        """metrics.json, the run's source of truth (pet_mtl.report reads it): every evaluation, the best one,
+        the test-set result of checkpoint-best where the regime has a test set, and the run's wall time."""
+        if not self.dist.main:
+            return
+        best = max(self.history, key=lambda e: e["score"])
+        doc = {"method": self.cfg.method, "regime": self.cfg.data.regime, "seed": self.cfg.seed,
+               "history": self.history, "best": best, "test": test,
+               "wall_seconds": round(self.wall_before + time.time() - self.started, 2)}
+        ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(doc, indent=1))
+
+    def _test(self) -> dict[str, Any]:
+        """Score checkpoint-best once on the regime's test set (few-shot): model selection never sees it."""
+        self._load_weights(self.run_dir / "checkpoint-best")
+        tr = self.cfg.train
+        result = evaluate(self.model, self.encoder, {t: d.test for t, d in self.data.items()}, tr.eval_batch_size,
+                          tr.precision, self.device, self.pad_multiple, self.dist)
+        log.info("test (checkpoint-best) | %s | mean macro-F1 %.4f",
+                 " | ".join(f"{t} F1 {s['macro_f1']:.4f}" for t, s in result["tasks"].items()), result["score"])
+        return {"step": max(self.history, key=lambda e: e["score"])["step"], **result}
 
     def _batch(self, index: int) -> list[Feature]:
         """The index-th batch of the endless epoch stream (epochs are recomputed from the seed, so resumable)."""
@@ -351,7 +351,7 @@ class Trainer:
             with sync:
                 with autocast(self.device, tr.precision):
                     scores = self.ddp(**batch)
-                loss = cloze_loss(scores.float(), batch["labels"], weights[batch["task"]])
+                loss = label_loss(scores.float(), batch["labels"], weights[batch["task"]])
                 (loss / tr.grad_accum).backward()
             loss_sum += loss.item() / tr.grad_accum
             n_ex += len(feats)
@@ -395,6 +395,10 @@ class Trainer:
                 self._evaluate()
         if bar is not None:
             bar.close()
+        test = None
+        if all(d.test for d in self.data.values()):
+            test = self._test()
+        self._write_metrics(test)
         best = max(self.history, key=lambda e: e["score"])
-        return {"best": best, "last": self.history[-1], "run_dir": str(self.run_dir),
+        return {"best": best, "last": self.history[-1], "test": test, "run_dir": str(self.run_dir),
                 "checkpoint": str(self.run_dir / "checkpoint-best"), "main": self.dist.main}

@@ -8,6 +8,8 @@ MLM head (transform + vocabulary projection) runs only on the slot positions: fo
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,11 +29,40 @@ def mlm_head(mlm: nn.Module) -> nn.Module | None:
     return heads[0] if len(heads) == 1 else None
 
 
-class ClozeModel(nn.Module):
-    def __init__(self, mlm: nn.Module, label_ids: torch.Tensor, label_mask: torch.Tensor, slot_mask: torch.Tensor):
+class Scorer(nn.Module):
+    """What every method's model is: a masked LM (`self.mlm`, saved with save_pretrained) plus method-specific
+    parameters (heads, task conditioning), mapping a collated batch to [B, C] label scores, C = the most labels
+    any task has; a task's missing labels score NEG, so one cross-entropy serves every task in a mixed batch.
+
+    `conditioning` (None, or a module with `.on(task)`, see methods/cln.py) is applied around the forward, so
+    conditional LayerNorm combines with any output style.
+    """
+
+    max_labels: int
+
+    def __init__(self, mlm: nn.Module):
         super().__init__()
         self.mlm = mlm
+        self.conditioning: nn.Module | None = None
+
+    def forward(self, input_ids, attention_mask, slot_positions, pattern, task, **_) -> torch.Tensor:
+        with self.conditioning.on(task) if self.conditioning is not None else nullcontext():
+            return self.scores(input_ids, attention_mask, slot_positions, pattern, task)
+
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The parameters that are not the masked LM's (they go to method.safetensors in a checkpoint)."""
+        own = {id(t) for t in self.mlm.state_dict(keep_vars=True).values()}
+        return {k: v for k, v in self.state_dict(keep_vars=True).items() if id(v) not in own}
+
+
+class ClozeModel(Scorer):
+    def __init__(self, mlm: nn.Module, label_ids: torch.Tensor, label_mask: torch.Tensor, slot_mask: torch.Tensor):
+        super().__init__(mlm)
         self.head = mlm_head(mlm)
+        self.max_labels = label_ids.size(1)
         self.register_buffer("label_ids", label_ids, persistent=False)
         self.register_buffer("label_mask", label_mask, persistent=False)
         self.register_buffer("slot_mask", slot_mask, persistent=False)
@@ -45,7 +76,7 @@ class ClozeModel(nn.Module):
         at_slots = hidden.gather(1, slot_positions[..., None].expand(-1, -1, hidden.size(-1)))
         return self.head(at_slots)
 
-    def forward(self, input_ids, attention_mask, slot_positions, pattern, **_) -> torch.Tensor:
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
         """[B, C] label scores; labels a pattern's task lacks score NEG."""
         logp = self.slot_logits(input_ids, attention_mask, slot_positions).float().log_softmax(-1)  # [B, S, V]
         S = logp.size(1)
@@ -55,7 +86,7 @@ class ClozeModel(nn.Module):
         return scores.masked_fill(~self.label_mask[pattern], NEG)
 
 
-def cloze_loss(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def label_loss(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over each example's own task's labels, optionally weighted per example (task weights)."""
     ce = F.cross_entropy(scores, labels, reduction="none")
     if weights is None:

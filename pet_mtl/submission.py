@@ -14,11 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_scorer
 from .data import read_examples
 from .engine import predict_labels, split_file
-from .features import ClozeEncoder
-from .model import ClozeModel
 from .tasks import get_task
 
 log = logging.getLogger("pet_mtl")
@@ -33,14 +31,13 @@ def submission_name(task: str) -> str:
 def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split: str, out_dir: str | Path,
                      batch_size: int = 128, precision: str = "fp32", device: str = "cpu",
                      trust_pickle: bool = False) -> Path:
-    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(checkpoint, trust_pickle)
+    ckpt, meta, encoder, model = load_scorer(checkpoint, trust_pickle)
     directory = Path(data_dir if data_dir is not None else meta["data_dir"])
     tests = {}
     for name in meta["tasks"]:
         tests[name] = read_examples(split_file(directory, name, split), get_task(name), labelled=False)
     dev = torch.device(device)
-    encoder = ClozeEncoder(tokenizer, patterns, meta["max_length"])
-    model = ClozeModel(mlm, *encoder.label_tensors()).to(dev)
+    model = model.to(dev)
     lines = {}
     for name, examples in tests.items():
         labels = get_task(name).labels

@@ -31,6 +31,10 @@ def main(cfg: DictConfig) -> float:
     print(f"best checkpoint: {summary['checkpoint']} (step {best['step']})")
     print("validation:      " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in best["tasks"].items())
           + f"; mean {best['score']:.4f}")
+    if summary["test"] is not None:
+        test = summary["test"]
+        print("test:            " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in test["tasks"].items())
+              + f"; mean {test['score']:.4f} (checkpoint-best on the regime's held-out test set)")
     for split in cfg.train.predict_splits:
         zip_path = write_submission(summary["checkpoint"], data_dir(cfg.data.dir), split, run_dir / f"submission-{split}",
                                     cfg.train.eval_batch_size, cfg.train.precision, cfg.train.device)

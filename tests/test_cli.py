@@ -34,7 +34,7 @@ def demo_run(tmp_path_factory):
 
 def test_train_entry_point_writes_metrics_checkpoint_log_and_submissions(demo_run):
     run_dir, p = demo_run
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["history"]
     assert [e["step"] for e in metrics] == [2, 4]
     for e in metrics:
         assert set(e["tasks"]) == set(TASKS) and 0 <= e["score"] <= 1
@@ -103,5 +103,5 @@ def test_multirun_sweeps_pattern_sets(tmp_path):
             "train.progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     for job, template in (("0", "tnews/topic.j2"), ("1", "tnews/about.j2")):
-        assert json.loads((sweep / job / "metrics.json").read_text())[-1]["step"] == 1
+        assert json.loads((sweep / job / "metrics.json").read_text())["history"][-1]["step"] == 1
         assert template in (sweep / job / "checkpoint-best" / "config.yaml").read_text()

@@ -41,8 +41,8 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(synthetic
                         f"hydra.run.dir={two}"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-4000:]
     assert "1 process(es)" in (one / "train.log").read_text() and "2 process(es)" in (two / "train.log").read_text()
-    a = json.loads((one / "metrics.json").read_text())
-    b = json.loads((two / "metrics.json").read_text())
+    a = json.loads((one / "metrics.json").read_text())["history"]
+    b = json.loads((two / "metrics.json").read_text())["history"]
     assert [e["step"] for e in a] == [e["step"] for e in b] == [5, 10]
     for x, y in zip(a, b):
         assert x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-4)

@@ -45,8 +45,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_dir, synthetic_di
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"resumed from {killed / 'checkpoint-last'} at step {stopped_at}" in (killed / "train.log").read_text()
 
-    a = json.loads((full / "metrics.json").read_text())
-    b = json.loads((killed / "metrics.json").read_text())
+    a = json.loads((full / "metrics.json").read_text())["history"]
+    b = json.loads((killed / "metrics.json").read_text())["history"]
     assert [e["step"] for e in b] == list(range(5, 61, 5))
     assert without_timing(a) == without_timing(b)  # bit-identical losses and scores
     wa = load_file(full / "checkpoint-last" / "model" / "model.safetensors")

@@ -8,7 +8,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from pet_mtl.data import Example
 from pet_mtl.engine import example_scores, score_features
 from pet_mtl.features import ClozeEncoder, collate, label_words
-from pet_mtl.model import ClozeModel, cloze_loss
+from pet_mtl.model import ClozeModel, label_loss
 from pet_mtl.patterns import Pattern, PatternSpec, load_pattern
 
 from conftest import synthetic_rows
@@ -121,6 +121,6 @@ def test_loss_is_cross_entropy_over_the_tasks_own_labels():
     labels = torch.tensor([0, 2])
     ce = torch.nn.functional.cross_entropy(scores, labels, reduction="none")
     assert torch.isclose(ce[0], torch.log1p(torch.exp(torch.tensor(-1.0))))  # the padded label has probability 0
-    assert torch.isclose(cloze_loss(scores, labels), ce.mean())
+    assert torch.isclose(label_loss(scores, labels), ce.mean())
     w = torch.tensor([1.0, 3.0])
-    assert torch.isclose(cloze_loss(scores, labels, w), (ce[0] + 3 * ce[1]) / 4)
+    assert torch.isclose(label_loss(scores, labels, w), (ce[0] + 3 * ce[1]) / 4)

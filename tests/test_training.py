@@ -38,7 +38,7 @@ def test_training_lowers_the_loss_and_learns_every_task(trained):
     for task, s in h[-1]["tasks"].items():
         assert s["accuracy"] >= max(0.7, 3 * chance[task]), (task, s)
     assert h[-1]["score"] == pytest.approx(sum(s["macro_f1"] for s in h[-1]["tasks"].values()) / 3)
-    saved = json.loads((trained.run_dir / "metrics.json").read_text())
+    saved = json.loads((trained.run_dir / "metrics.json").read_text())["history"]
     assert [e["step"] for e in saved] == [e["step"] for e in h] and saved[-1]["step"] == trained.total_steps
 
 

@@ -1,0 +1,61 @@
+"""Conditional LayerNorm: a learned task embedding shifts the gain and bias of every LayerNorm of the encoder.
+
+For LayerNorm output y = norm(x) * g + b, task t gives y_t = y + norm(x) * dg(e_t) + db(e_t), with dg and db
+linear maps of the task embedding e_t, initialised to zero: at initialisation the model is exactly the pretrained
+one (the offsets add exact zeros), and the task signal is learned from there.
+
+The LayerNorms are patched with forward hooks, not replaced: the backbone keeps its own modules, class and
+state-dict keys, so any transformers BERT-family model works unmodified, `save_pretrained` still writes a plain
+backbone, and the conditioning's parameters live (and are saved) beside it.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+
+class TaskLayerNorm(nn.Module):
+    def __init__(self, encoder: nn.Module, n_tasks: int, dim: int):
+        super().__init__()
+        norms = [m for m in encoder.modules() if isinstance(m, nn.LayerNorm)]
+        if not norms:
+            raise ConfigError(f"method with cln: {type(encoder).__name__} has no torch.nn.LayerNorm to condition")
+        self.task_embedding = nn.Embedding(n_tasks, dim)
+        self.gain = nn.ModuleList(nn.Linear(dim, m.normalized_shape[-1]) for m in norms)
+        self.shift = nn.ModuleList(nn.Linear(dim, m.normalized_shape[-1]) for m in norms)
+        for proj in (*self.gain, *self.shift):
+            nn.init.zeros_(proj.weight)
+            nn.init.zeros_(proj.bias)
+        self._task_vec: torch.Tensor | None = None  # [B, dim] while a batch runs under on()
+        self._hooks = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(norms)]
+
+    @property
+    def n_norms(self) -> int:
+        return len(self.gain)
+
+    @contextmanager
+    def on(self, task: torch.Tensor):
+        """Condition every patched LayerNorm on `task` ([B] task indices) for the forwards inside the block."""
+        self._task_vec = self.task_embedding(task)
+        try:
+            yield
+        finally:
+            self._task_vec = None
+
+    def _hook(self, i: int):
+        def hook(module: nn.LayerNorm, args, output: torch.Tensor):
+            if self._task_vec is None:  # outside on(): the plain backbone
+                return None
+            x = args[0]
+            normed = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+            shape = (x.size(0),) + (1,) * (x.dim() - 2) + (-1,)
+            dg = self.gain[i](self._task_vec).view(shape)
+            db = self.shift[i](self._task_vec).view(shape)
+            return output + normed * dg.to(normed.dtype) + db.to(normed.dtype)
+
+        return hook

@@ -1,0 +1,64 @@
+"""The classic multi-task baseline: shared encoder, one linear classifier per task on the [CLS] state.
+
+Input is the task's plain text (a sentence pair for OCNLI), no pattern: the model learns which task a row is only
+through which head scores it. Each row is scored by its own task's head alone, so a row's loss reaches only that
+head (loss masking by task), and the heads of tasks absent from a batch get no gradient at all.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..data import Example
+from ..errors import ConfigError
+from ..features import Feature
+from ..model import NEG, Scorer
+from ..tasks import get_task
+
+
+class TextEncoder:
+    """Examples to `Feature`s of their plain text; the task's index stands in for the pattern (one view per task)."""
+
+    def __init__(self, tokenizer, tasks: Sequence[str], max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.tasks = list(tasks)
+        self.patterns: list = []
+        for t in self.tasks:
+            if len(get_task(t).fields) > 2:
+                raise ConfigError(f"method heads encodes one text or a pair; task {t} has {get_task(t).fields}")
+
+    def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]:
+        if not examples:
+            return []
+        task = get_task(examples[0].task)
+        columns = [[ex.fields[f] for ex in examples] for f in task.fields]
+        enc = self.tokenizer(*columns, truncation=True, max_length=self.max_length)
+        t = self.tasks.index(task.name)
+        return [Feature(tuple(ids), 0, 0, t, t, task.label_index(ex.label) if with_labels and ex.label is not None else -1, i)
+                for i, (ex, ids) in enumerate(zip(examples, enc["input_ids"]))]
+
+
+class HeadsModel(Scorer):
+    def __init__(self, mlm: nn.Module, tasks: Sequence[str]):
+        super().__init__(mlm)
+        self.tasks = list(tasks)
+        config = mlm.config
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, get_task(t).num_labels) for t in self.tasks})
+        for head in self.heads.values():  # as transformers initialises its classifiers
+            nn.init.normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
+            nn.init.zeros_(head.bias)
+        self.max_labels = max(get_task(t).num_labels for t in self.tasks)
+
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
+        cls = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        cls = self.dropout(cls)
+        out = torch.full((cls.size(0), self.max_labels), NEG, dtype=torch.float32, device=cls.device)
+        for t in task.unique().tolist():
+            rows = (task == t).nonzero().squeeze(1)
+            logits = self.heads[self.tasks[t]](cls[rows]).float()
+            out = out.index_put((rows[:, None], torch.arange(logits.size(1), device=cls.device)[None]), logits)
+        return out
