@@ -105,8 +105,9 @@ def fewshot(cfg: Config) -> dict[str, TaskData]:
         overlap = {text_key(ex, task) for ex in train + val} & {text_key(ex, task) for ex in test}
         if overlap:  # a guard on the construction above, which should make this impossible
             raise ConfigError(f"{name}: {len(overlap)} few-shot texts also in the test set, e.g. {next(iter(overlap))}")
-        log.info("%s few-shot: %d train, %d dev (%s); %d test rows carved from %s", name, len(train), len(val),
-                 source, len(test), task.files["train"])
+        log.info("%s few-shot: %d train, %d dev (%s); %d test rows carved from %s (%d of its rows share a text "
+                 "with a FewCLUE file and are left out)", name, len(train), len(val), source, len(test),
+                 task.files["train"], len(pool) - len(candidates))
         out[name] = TaskData(train, val, test)
     return out
 

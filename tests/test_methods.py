@@ -1,0 +1,162 @@
+"""The four methods side by side: each learns through the one loop and predicts through the one entry point;
+conditional LayerNorm starts as exactly the pretrained model; heads keep each task's loss to its own head."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pet_mtl.checkpoint import load_scorer
+from pet_mtl.engine import Trainer, score_features
+from pet_mtl.features import ClozeEncoder, collate
+from pet_mtl.methods import METHODS, get_method
+from pet_mtl.methods.cln import TaskLayerNorm
+from pet_mtl.methods.heads import HeadsModel, TextEncoder
+from pet_mtl.model import NEG, ClozeModel, label_loss
+from pet_mtl.patterns import PatternSpec, load_pattern
+from pet_mtl.tasks import TASKS
+
+from helpers import make_cfg
+
+
+def cloze_patterns():
+    return {"ocnli": [load_pattern("ocnli", PatternSpec("ocnli/question.j2"))],
+            "ocemotion": [load_pattern("ocemotion", PatternSpec("ocemotion/feel.j2"))],
+            "tnews": [load_pattern("tnews", PatternSpec("tnews/topic.j2"))]}
+
+
+def mixed_batch(tok, encoder, synthetic_rows_by_task):
+    feats = [f for exs in synthetic_rows_by_task.values() for f in encoder.encode(exs)]
+    return collate(feats, tok.pad_token_id, 1)
+
+
+@pytest.fixture(scope="module")
+def examples(synthetic_dir):
+    from pet_mtl.data import read_tsv
+
+    return {t: read_tsv(synthetic_dir / TASKS[t].files["train"], TASKS[t], True)[:6] for t in TASKS}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_learns_and_predicts_through_the_same_entry_point(method, tiny_dir, synthetic_dir, tmp_path):
+    cfg = make_cfg(f"method={method}", f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=3e-3",
+                   "train.epochs=8", "train.batch_size=16", "train.eval_every=40", "train.progress=false",
+                   "data.val_size=0.25", "train.warmup_ratio=0.1", "train.predict_splits=[]")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    h = trainer.history
+    assert min(e["train_loss"] for e in h[1:]) < 0.75 * h[0]["train_loss"], [e["train_loss"] for e in h]
+    chance = sum(1 / TASKS[t].num_labels for t in TASKS) / 3
+    assert max(e["score"] for e in h) > 2 * chance, [e["score"] for e in h]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["method"] == method
+
+    # the checkpoint rebuilds the same method with the same weights
+    ckpt, meta, encoder, model = load_scorer(tmp_path / "run" / "checkpoint-last")
+    assert meta["method"] == method and type(model) is type(trainer.model)
+    assert (model.conditioning is not None) == get_method(method).cln
+    feats = encoder.encode(trainer.data["tnews"].val)
+    args = dict(batch_size=8, pad_id=encoder.tokenizer.pad_token_id, pad_to_multiple_of=1, precision="fp32",
+                device=torch.device("cpu"))
+    assert torch.equal(score_features(model, feats, **args), score_features(trainer.model, feats, **args))
+
+    out = subprocess.run([sys.executable, "-m", "pet_mtl.predict", f"checkpoint={tmp_path / 'run'}",
+                          f"output_dir={tmp_path / 'sub'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "sub" / "tnews_predict.json").read_text().splitlines()]
+    assert len(rows) == 12 and {r["label"] for r in rows} <= set(TASKS["tnews"].labels)
+
+
+@pytest.mark.parametrize("output", ["cloze", "heads"])
+def test_cln_at_initialisation_is_exactly_the_unwrapped_model_and_gets_gradients(output, tiny, examples):
+    tok, mlm = tiny
+    torch.manual_seed(0)
+    method = next(m for m in METHODS.values() if m.output == output and m.cln)
+    plain_method = next(m for m in METHODS.values() if m.output == output and not m.cln)
+    encoder = method.encoder(tok, cloze_patterns(), list(TASKS), 64)
+    batch = mixed_batch(tok, encoder, examples)
+    torch.manual_seed(1)
+    plain = plain_method.model(mlm, encoder, 0).eval()
+    torch.manual_seed(1)  # the same head initialisation
+    conditioned = method.model(mlm, encoder, 8).eval()
+    try:
+        with torch.no_grad():
+            assert torch.equal(conditioned(**batch), plain(**batch))
+            hidden = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+            with conditioned.conditioning.on(batch["task"]):
+                hidden_on = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+            assert torch.equal(hidden, hidden_on)
+
+        cln = conditioned.conditioning
+        conditioned.train()
+        label_loss(conditioned(**batch), batch["labels"]).backward()
+        for proj in (*cln.gain, *cln.shift):
+            assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
+            assert proj.bias.grad.abs().sum() > 0
+        # the embedding's gradient flows through the projections: zero while they are, non-zero after a step
+        assert cln.task_embedding.weight.grad.abs().sum() == 0
+        torch.optim.SGD(cln.parameters(), lr=1.0).step()
+        conditioned.zero_grad()
+        label_loss(conditioned(**batch), batch["labels"]).backward()
+        assert cln.task_embedding.weight.grad.abs().sum() > 0
+        # and now the task changes the encoder's output for the same text
+        conditioned.eval()
+        with torch.no_grad():
+            other = dict(batch, task=(batch["task"] + 1) % 3)
+            with cln.on(batch["task"]):
+                a = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+            with cln.on(other["task"]):
+                b = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+            assert not torch.allclose(a, b)
+    finally:
+        for h in conditioned.conditioning._hooks:  # the session-wide tiny model must leave unpatched
+            h.remove()
+        mlm.zero_grad(set_to_none=True)
+
+
+def test_cln_needs_layernorms():
+    from pet_mtl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no torch.nn.LayerNorm"):
+        TaskLayerNorm(torch.nn.Linear(2, 2), 3, 4)
+
+
+def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples):
+    tok, mlm = tiny
+    encoder = TextEncoder(tok, list(TASKS), 64)
+    torch.manual_seed(0)
+    model = HeadsModel(mlm, list(TASKS)).eval()
+    present = {"ocnli": examples["ocnli"], "tnews": examples["tnews"]}
+    batch = mixed_batch(tok, encoder, present)
+    scores = model(**batch)
+    label_loss(scores, batch["labels"]).backward()
+    assert model.heads["ocemotion"].weight.grad is None and model.heads["ocemotion"].bias.grad is None
+    for t in present:
+        assert model.heads[t].weight.grad.abs().sum() > 0
+    # oracle: each row's scores are its own head on [CLS] of a plain forward, NEG beyond its labels
+    with torch.no_grad():
+        cls = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][:, 0]
+        for i, t in enumerate(batch["task"].tolist()):
+            n = TASKS[encoder.tasks[t]].num_labels
+            assert torch.allclose(scores[i, :n], model.heads[encoder.tasks[t]](cls[i]), atol=1e-6)
+            assert (scores[i, n:] == NEG).all()
+    # a row's loss gradient reaches only its own task's head
+    model.zero_grad(set_to_none=True)
+    one = {k: v[:1] for k, v in batch.items()}
+    label_loss(model(**one), one["labels"]).backward()
+    own = encoder.tasks[one["task"].item()]
+    assert [t for t in TASKS if model.heads[t].weight.grad is not None] == [own]
+    mlm.zero_grad(set_to_none=True)
+
+
+def test_heads_encode_the_plain_text_as_a_pair_without_pattern(tiny, examples):
+    tok, _ = tiny
+    ex = examples["ocnli"][0]
+    f = TextEncoder(tok, list(TASKS), 64).encode([ex])[0]
+    assert list(f.input_ids) == tok(ex.fields["premise"], ex.fields["hypothesis"])["input_ids"]
+    assert f.slot_len == 0 and f.label == TASKS["ocnli"].label_index(ex.label)
+    long = TextEncoder(tok, list(TASKS), 12).encode([ex])[0]
+    assert len(long.input_ids) == 12

@@ -1,0 +1,96 @@
+"""The few-shot regime: FewCLUE files where a task has them, a seeded k-per-class sample where it has not, and a
+fixed test set that shares no text with any few-shot file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pet_mtl.data import read_tsv
+from pet_mtl.engine import Trainer
+from pet_mtl.errors import ConfigError, DataError
+from pet_mtl.regimes import load_task_data, text_key
+from pet_mtl.tasks import TASKS
+
+from helpers import make_cfg
+
+JSON_LABEL = {"0": "entailment", "1": "neutral", "2": "contradiction"}
+
+
+def as_json(ex, labelled=True) -> str:
+    task = TASKS[ex.task]
+    obj = {task.json_fields[f]: ex.fields[f] for f in task.fields}
+    if labelled:
+        obj["label"] = JSON_LABEL[ex.label] if ex.task == "ocnli" else int(ex.label)
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+@pytest.fixture(scope="module")
+def fewclue_dir(synthetic_dir, tmp_path_factory) -> Path:
+    """FewCLUE-shaped files for ocnli and tnews whose texts are taken from the synthetic training files."""
+    root = tmp_path_factory.mktemp("fewclue")
+    for name in ("ocnli", "tnews"):
+        rows = read_tsv(synthetic_dir / TASKS[name].files["train"], TASKS[name], True)
+        (root / name).mkdir()
+        for i, part in enumerate(("train_0", "dev_0", "train_1", "dev_1")):
+            (root / name / f"{part}.json").write_text("".join(as_json(e) for e in rows[6 * i:6 * i + 6]), "utf-8")
+        (root / name / "unlabeled.json").write_text("".join(as_json(e, False) for e in rows[24:30]), "utf-8")
+    (root / "tnews" / "label_index2en2zh.json").write_text('{"100": "news_story"}\n', "utf-8")
+    return root
+
+
+def fewshot_cfg(synthetic_dir, fewclue_dir, *extra):
+    return make_cfg("data=fewclue", f"data.dir={synthetic_dir}", f"data.fewclue_dir={fewclue_dir}",
+                    "data.eval_per_task=30", "data.k_per_class=3", *extra)
+
+
+def keys(examples):
+    return {text_key(e, TASKS[e.task]) for e in examples}
+
+
+def test_fewshot_reads_fewclue_samples_the_rest_and_keeps_the_test_set_apart(synthetic_dir, fewclue_dir):
+    data = load_task_data(fewshot_cfg(synthetic_dir, fewclue_dir, "data.split=0"))
+    pool = {t: read_tsv(synthetic_dir / TASKS[t].files["train"], TASKS[t], True) for t in TASKS}
+    for name in ("ocnli", "tnews"):
+        assert keys(data[name].train) == keys(pool[name][0:6]) and keys(data[name].val) == keys(pool[name][6:12])
+        assert [e.label for e in data[name].train] == [e.label for e in pool[name][0:6]]
+        assert not keys(data[name].test) & keys(pool[name][:30])  # no text of any FewCLUE file, unlabeled included
+    emo = data["ocemotion"]
+    for part in (emo.train, emo.val):
+        assert sorted(e.label for e in part) == sorted(TASKS["ocemotion"].labels * 3)
+    assert not keys(emo.train) & keys(emo.val) and not (keys(emo.train) | keys(emo.val)) & keys(emo.test)
+    assert all(20 <= len(d.test) <= 40 for d in data.values())  # 30, stratified (rounded per label)
+
+    # the test set is fixed: the same rows for another split and another seed; the sample follows the split
+    other = load_task_data(fewshot_cfg(synthetic_dir, fewclue_dir, "data.split=1", "seed=7"))
+    for name in TASKS:
+        assert [e.id for e in other[name].test] == [e.id for e in data[name].test]
+    assert keys(other["tnews"].train) == keys(pool["tnews"][12:18])
+    assert keys(other["ocemotion"].train) != keys(emo.train)
+
+
+def test_fewshot_config_errors_name_the_fix(synthetic_dir, fewclue_dir, tmp_path):
+    with pytest.raises(ConfigError, match="data.fewclue_dir"):
+        load_task_data(fewshot_cfg(synthetic_dir, tmp_path / "absent"))
+    with pytest.raises(DataError, match="train_3.json.*file not found"):
+        load_task_data(fewshot_cfg(synthetic_dir, fewclue_dir, "data.split=3"))
+    with pytest.raises(ConfigError, match="data.regime='tiny'"):
+        load_task_data(make_cfg("data.regime=tiny"))
+
+
+def test_a_fewshot_run_reports_checkpoint_best_on_the_test_set(tiny_dir, synthetic_dir, fewclue_dir, tmp_path):
+    cfg = fewshot_cfg(synthetic_dir, fewclue_dir, f"model.path={tiny_dir}", "train.max_steps=4", "train.eval_every=2",
+                      "train.batch_size=8", "train.progress=false", "train.predict_splits=[]")
+    trainer = Trainer(cfg, tmp_path)
+    summary = trainer.fit()
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    best = max(doc["history"], key=lambda e: e["score"])
+    assert doc["regime"] == "fewshot" and doc["test"]["step"] == best["step"] == summary["best"]["step"]
+    assert set(doc["test"]["tasks"]) == set(TASKS) and doc["wall_seconds"] > 0
+    # checkpoint-best's weights are what scored the test set
+    from pet_mtl.engine import evaluate
+
+    again = evaluate(trainer.model, trainer.encoder, {t: d.test for t, d in trainer.data.items()}, 16, "fp32",
+                     trainer.device)
+    assert again["score"] == pytest.approx(doc["test"]["score"])
