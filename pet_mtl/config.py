@@ -121,6 +121,10 @@ class PredictConfig:
     #: a (OCNLI_a.csv, ...) or b (ocnli_test_B.csv, ...)
     split: str = "a"
     data: PredictDataConfig = field(default_factory=PredictDataConfig)
+    #: task -> file to predict instead of the split's test files (competition TSV or CLUE JSON lines)
+    files: Dict[str, str] = field(default_factory=dict)
+    #: the files carry labels: also score them (per-task macro-F1 and accuracy, written to eval.json)
+    labelled: bool = False
     #: where the three JSON files and submit.zip go; null = the Hydra run directory
     output_dir: Optional[str] = None
     batch_size: int = 128

@@ -13,9 +13,9 @@ import logging
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .config import Config
 from .data import Example, read_examples, stratified_split

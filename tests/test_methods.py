@@ -8,18 +8,18 @@ import sys
 
 import pytest
 import torch
+from helpers import make_cfg
 
 from pet_mtl.checkpoint import load_scorer
-from pet_mtl.engine import Trainer, score_features
-from pet_mtl.features import ClozeEncoder, collate
+from pet_mtl.data import read_tsv
+from pet_mtl.engine import Trainer, evaluate, score_features
+from pet_mtl.features import collate
 from pet_mtl.methods import METHODS, get_method
 from pet_mtl.methods.cln import TaskLayerNorm
 from pet_mtl.methods.heads import HeadsModel, TextEncoder
-from pet_mtl.model import NEG, ClozeModel, label_loss
+from pet_mtl.model import NEG, label_loss
 from pet_mtl.patterns import PatternSpec, load_pattern
 from pet_mtl.tasks import TASKS
-
-from helpers import make_cfg
 
 
 def cloze_patterns():
@@ -35,8 +35,6 @@ def mixed_batch(tok, encoder, synthetic_rows_by_task):
 
 @pytest.fixture(scope="module")
 def examples(synthetic_dir):
-    from pet_mtl.data import read_tsv
-
     return {t: read_tsv(synthetic_dir / TASKS[t].files["train"], TASKS[t], True)[:6] for t in TASKS}
 
 
@@ -50,11 +48,11 @@ def test_each_method_learns_and_predicts_through_the_same_entry_point(method, ti
     h = trainer.history
     assert min(e["train_loss"] for e in h[1:]) < 0.75 * h[0]["train_loss"], [e["train_loss"] for e in h]
     chance = sum(1 / TASKS[t].num_labels for t in TASKS) / 3
-    assert max(e["score"] for e in h) > 2 * chance, [e["score"] for e in h]
+    assert max(e["score"] for e in h) > 1.25 * chance, [e["score"] for e in h]  # random guessing scores ~chance
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["method"] == method
 
     # the checkpoint rebuilds the same method with the same weights
-    ckpt, meta, encoder, model = load_scorer(tmp_path / "run" / "checkpoint-last")
+    _, meta, encoder, model = load_scorer(tmp_path / "run" / "checkpoint-last")
     assert meta["method"] == method and type(model) is type(trainer.model)
     assert (model.conditioning is not None) == get_method(method).cln
     feats = encoder.encode(trainer.data["tnews"].val)
@@ -62,12 +60,26 @@ def test_each_method_learns_and_predicts_through_the_same_entry_point(method, ti
                 device=torch.device("cpu"))
     assert torch.equal(score_features(model, feats, **args), score_features(trainer.model, feats, **args))
 
-    out = subprocess.run([sys.executable, "-m", "pet_mtl.predict", f"checkpoint={tmp_path / 'run'}",
+    # predict through the entry point on labelled files of both formats: TSV for tnews, CLUE JSON for ocnli
+    tnews_file = synthetic_dir / TASKS["tnews"].files["train"]
+    ocnli_json = tmp_path / "ocnli_dev.json"
+    names = {"0": "entailment", "1": "neutral", "2": "contradiction"}
+    ocnli = trainer.data["ocnli"].val
+    ocnli_json.write_text("".join(json.dumps({"sentence1": e.fields["premise"], "sentence2": e.fields["hypothesis"],
+                                              "label": names[e.label]}, ensure_ascii=False) + "\n" for e in ocnli))
+    out = subprocess.run([sys.executable, "-m", "pet_mtl.predict", f"checkpoint={tmp_path / 'run' / 'checkpoint-last'}",
+                          f"+files.tnews={tnews_file}", f"+files.ocnli={ocnli_json}", "labelled=true",
                           f"output_dir={tmp_path / 'sub'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "sub" / "tnews_predict.json").read_text().splitlines()]
-    assert len(rows) == 12 and {r["label"] for r in rows} <= set(TASKS["tnews"].labels)
+    tnews = read_tsv(tnews_file, TASKS["tnews"], True)
+    assert [r["id"] for r in rows] == [e.id for e in tnews] and {r["label"] for r in rows} <= set(TASKS["tnews"].labels)
+    scored = json.loads((tmp_path / "sub" / "eval.json").read_text())
+    expected = evaluate(trainer.model, trainer.encoder, {"tnews": tnews, "ocnli": ocnli}, 16, "fp32", torch.device("cpu"))
+    for t in ("tnews", "ocnli"):
+        assert scored["tasks"][t]["macro_f1"] == pytest.approx(expected["tasks"][t]["macro_f1"], abs=1e-9)
+    assert not (tmp_path / "sub" / "ocemotion_predict.json").exists()
 
 
 @pytest.mark.parametrize("output", ["cloze", "heads"])

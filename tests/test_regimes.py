@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import make_cfg
 
 from pet_mtl.data import read_tsv
 from pet_mtl.engine import Trainer
 from pet_mtl.errors import ConfigError, DataError
 from pet_mtl.regimes import load_task_data, text_key
 from pet_mtl.tasks import TASKS
-
-from helpers import make_cfg
 
 JSON_LABEL = {"0": "entailment", "1": "neutral", "2": "contradiction"}
 

@@ -41,7 +41,7 @@ def test_report_aggregates_seeds_into_one_row_per_method(sweep, tmp_path):
         if (job / "metrics.json").is_file():
             doc = json.loads((job / "metrics.json").read_text())
             runs.setdefault(doc["method"], []).append(doc)
-    rows = list(csv.DictReader(open(tmp_path / "report.csv", encoding="utf-8")))
+    rows = list(csv.DictReader((tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()))
     assert [r["method"] for r in rows] == ["pet", "heads"]
     for row in rows:
         docs = runs[row["method"]]
@@ -58,7 +58,7 @@ def test_report_aggregates_seeds_into_one_row_per_method(sweep, tmp_path):
 def test_report_can_average_over_more_keys_and_refuses_what_is_not_a_sweep(sweep, tmp_path):
     out = report(sweep, "--over", "seed,method", "--out", tmp_path)
     assert out.returncode == 0, out.stderr
-    rows = list(csv.DictReader(open(tmp_path / "report.csv", encoding="utf-8")))
+    rows = list(csv.DictReader((tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 1 and rows[0]["n"] == "4"
     bad = report(tmp_path / "nothing-here")
     assert bad.returncode == 2 and "not a directory" in bad.stderr

@@ -13,8 +13,8 @@ adding an entry to METHODS (and, for a new output style, an entry to OUTPUTS).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from torch import nn
 

@@ -6,7 +6,7 @@ head (loss masking by task), and the heads of tasks absent from a batch get no g
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
