@@ -1,6 +1,6 @@
 """Print a run's best evaluation as a markdown table row: `python benchmarks/summarize.py <run dir>`.
 
-Reads only metrics.json (the source of truth of a run) and train.log's first and last timestamps (wall time).
+Reads only metrics.json (the source of truth of a run; older runs: train.log's first and last timestamps for wall time).
 """
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def wall_seconds(log: Path) -> float | None:
 
 def main(run_dir: str) -> None:
     run = Path(run_dir)
-    history = json.loads((run / "metrics.json").read_text())
+    doc = json.loads((run / "metrics.json").read_text())
+    history = doc["history"] if isinstance(doc, dict) else doc  # runs from before metrics.json became an object
     best = max(history, key=lambda e: e["score"])
     last = history[-1]
-    wall = wall_seconds(run / "train.log")
+    wall = doc["wall_seconds"] if isinstance(doc, dict) else wall_seconds(run / "train.log")
     print("| step | epoch | OCNLI F1 | OCEMOTION F1 | TNEWS F1 | mean F1 | train s | wall s | train ex/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for e, tag in ((best, "best"), (last, "last")):

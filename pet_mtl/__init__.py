@@ -1,6 +1,7 @@
 """pet_mtl: Pattern-Exploiting Training for multi-task Chinese text classification.
 
-Data flows one way: files -> Example (data) -> cloze text (patterns) -> Feature (features) -> batch ->
-ClozeModel scores (model) -> metrics / submission. Entry points: `python -m pet_mtl.train`, `python -m pet_mtl.predict`.
+Data flows one way: files -> Example (data, regimes) -> cloze text (patterns) or plain text -> Feature (features,
+methods) -> batch -> label scores (a method's Scorer) -> metrics / submission. Entry points: `python -m pet_mtl.train`,
+`python -m pet_mtl.predict`, `python -m pet_mtl.report`.
 """
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import torch
 
 from pet_mtl.checkpoint import load_checkpoint
 from pet_mtl.engine import Trainer, score_features
-from pet_mtl.errors import CheckpointError, DataError
+from pet_mtl.errors import CheckpointError, ConfigError, DataError
 from pet_mtl.features import ClozeEncoder
 from pet_mtl.model import ClozeModel
 from pet_mtl.submission import write_submission
@@ -103,3 +103,22 @@ def test_model_path_with_a_pickle_is_refused(tiny_dir, tmp_path):
     (model_dir / "training_args.bin").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(CheckpointError, match="training_args.bin: pickle file found.*model.trust_pickle=true"):
         load_pretrained(model_dir)
+
+
+def test_predict_files_must_name_tasks_of_the_checkpoint_and_labelled_files_need_labels(trained, synthetic_dir,
+                                                                                      tmp_path):
+    with pytest.raises(ConfigError, match="files names nli, not tasks of"):
+        write_submission(trained.run_dir, None, "a", tmp_path / "x", files={"nli": synthetic_dir / "x.csv"})
+    test_file = synthetic_dir / TASKS["tnews"].files["a"]  # no label column
+    with pytest.raises(DataError, match=r"TNEWS_a.csv:1: expected 3 tab-separated columns.*label column is missing"):
+        write_submission(trained.run_dir, None, "a", tmp_path / "y", files={"tnews": test_file}, labelled=True)
+    assert not (tmp_path / "y").exists() or not list((tmp_path / "y").iterdir())
+
+
+def test_a_checkpoint_naming_an_unknown_method_is_refused(trained, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained.run_dir / "checkpoint-best", ckpt)
+    meta = json.loads((ckpt / "pet_mtl.json").read_text())
+    (ckpt / "pet_mtl.json").write_text(json.dumps({**meta, "method": "prompt_tuning"}))
+    with pytest.raises(CheckpointError, match="pet_mtl.json: method='prompt_tuning': expected one of pet, heads"):
+        load_checkpoint(ckpt)
