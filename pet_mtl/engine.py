@@ -310,14 +310,14 @@ class Trainer:
         self._write_metrics()
         return entry
 
-    def _write_metrics(self, test: dict[str, Any] | None = None) -> None:
+    def _write_metrics(self, test: dict[str, Any] | None = None, finished: bool = False) -> None:
         """metrics.json, the run's source of truth (pet_mtl.report reads it): every evaluation, the best one,
         the test-set result of checkpoint-best where the regime has a test set, and the run's wall time."""
         if not self.dist.main:
             return
         best = max(self.history, key=lambda e: e["score"])
         doc = {"method": self.cfg.method, "regime": self.cfg.data.regime, "seed": self.cfg.seed,
-               "history": self.history, "best": best, "test": test,
+               "finished": finished, "history": self.history, "best": best, "test": test,
                "wall_seconds": round(self.wall_before + time.time() - self.started, 2)}
         ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(doc, indent=1))
 
@@ -399,7 +399,7 @@ class Trainer:
         test = None
         if all(d.test for d in self.data.values()):
             test = self._test()
-        self._write_metrics(test)
+        self._write_metrics(test, finished=True)
         best = max(self.history, key=lambda e: e["score"])
         return {"best": best, "last": self.history[-1], "test": test, "run_dir": str(self.run_dir),
                 "checkpoint": str(self.run_dir / "checkpoint-best"), "main": self.dist.main}

@@ -4,7 +4,7 @@ Each run's metrics.json is the source of truth; its `.hydra/overrides.yaml` says
 with. The values that differ between runs (method, pattern set, data regime, split...) form the rows; the keys
 named by --over (default: seed) are the replicates averaged within a row, reported as mean ± sample std.
 A run is scored on its regime's test set where it has one (few-shot), else on the validation result of its
-best evaluation. Writes report.md, report.csv and report.png (mean score per row, with std error bars).
+best evaluation. Runs still in progress (or killed) are left out, with a note. Writes report.md, report.csv and report.png (mean score per row, with std error bars).
 """
 from __future__ import annotations
 
@@ -31,13 +31,16 @@ class Run:
     wall_seconds: float
 
 
-def read_run(metrics: Path) -> Run:
+def read_run(metrics: Path) -> Run | None:
+    """The run's result, or None while it is still running (or was killed before its end)."""
     try:
         doc = json.loads(metrics.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{metrics}: unreadable metrics.json ({e})") from None
     if not isinstance(doc, dict) or "best" not in doc:
         raise ConfigError(f"{metrics}: not a pet_mtl metrics.json (no 'best'); written by an older version?")
+    if not doc.get("finished", True):
+        return None
     overrides = metrics.parent / ".hydra" / "overrides.yaml"
     params = {}
     if overrides.is_file():
@@ -63,7 +66,13 @@ def collect(dirs: list[Path]) -> list[Run]:
         found = sorted(d.rglob("metrics.json"), key=lambda p: _job_order(p.relative_to(d)))
         if not found:
             raise ConfigError(f"{d}: no metrics.json below it (is it a multirun directory?)")
-        runs += [read_run(p) for p in found]
+        read = [read_run(p) for p in found]
+        unfinished = [str(p.parent) for p, r in zip(found, read) if r is None]
+        if unfinished:
+            print(f"note: left out {len(unfinished)} unfinished run(s): {', '.join(unfinished)}", file=sys.stderr)
+        runs += [r for r in read if r is not None]
+    if not runs:
+        raise ConfigError(f"no finished run below {', '.join(map(str, dirs))}")
     return runs
 
 

@@ -64,3 +64,17 @@ def test_report_can_average_over_more_keys_and_refuses_what_is_not_a_sweep(sweep
     assert bad.returncode == 2 and "not a directory" in bad.stderr
     (tmp_path / "empty").mkdir()
     assert "no metrics.json" in report(tmp_path / "empty").stderr
+
+
+def test_unfinished_runs_are_left_out_with_a_note(sweep, tmp_path):
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    metrics = copy / "0" / "metrics.json"
+    assert json.loads(metrics.read_text())["finished"] is True
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "finished": False}))
+    out = report(copy, "--out", tmp_path)
+    assert out.returncode == 0 and "left out 1 unfinished run(s)" in out.stderr and str(copy / "0") in out.stderr
+    rows = list(csv.DictReader((tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()))
+    assert [(r["method"], r["n"]) for r in rows] == [("pet", "1"), ("heads", "2")]
