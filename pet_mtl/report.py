@@ -84,8 +84,10 @@ def aggregate(runs: list[Run], over: list[str]) -> tuple[list[str], list[dict]]:
     """(the swept keys that form rows, one dict per row in the order rows first appear)."""
     keys = sorted({k for r in runs for k in r.params})
     varying = [k for k in keys if k not in over and len({r.params.get(k, "") for r in runs}) > 1]
-    if "method" in keys and "method" not in varying and "method" not in over:
-        varying.insert(0, "method")  # always say which method a table is about
+    if "method" in varying:
+        varying.remove("method")
+    if "method" in keys and "method" not in over:
+        varying.insert(0, "method")  # first, and always: say which method a table is about
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         groups.setdefault(tuple(r.params.get(k, "") for k in varying), []).append(r)
