@@ -322,7 +322,8 @@ class Trainer:
         ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(doc, indent=1))
 
     def _test(self) -> dict[str, Any]:
-        """Score checkpoint-best once on the regime's test set (few-shot): model selection never sees it."""
+        """Score checkpoint-best once on the regime's test set (few-shot): model selection never sees it.
+        Leaves the model holding checkpoint-best's weights."""
         self._load_weights(self.run_dir / "checkpoint-best")
         tr = self.cfg.train
         result = evaluate(self.model, self.encoder, {t: d.test for t, d in self.data.items()}, tr.eval_batch_size,
