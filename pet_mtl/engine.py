@@ -109,14 +109,19 @@ def predict_labels(model: Scorer, encoder, examples: Sequence[Example], batch_si
     return example_scores(feats, scores, len(examples))[:, :n_labels].argmax(-1).tolist()
 
 
+def score_predictions(examples: Sequence[Example], preds: Sequence[int]) -> dict[str, float]:
+    """Macro-F1 and accuracy of one task's label indices against the examples' own labels."""
+    task = get_task(examples[0].task)
+    return classification_scores(list(preds), [task.label_index(e.label) for e in examples])
+
+
 def evaluate(model: Scorer, encoder, val: dict[str, list[Example]], batch_size: int,
              precision: str, device: torch.device, pad_to_multiple_of: int | None = None,
              dist: Dist | None = None) -> dict[str, Any]:
     per_task = {}
     for name, examples in val.items():
         preds = predict_labels(model, encoder, examples, batch_size, precision, device, pad_to_multiple_of, dist)
-        refs = [get_task(name).label_index(e.label) for e in examples]
-        per_task[name] = classification_scores(preds, refs)
+        per_task[name] = score_predictions(examples, preds)
     return {"tasks": per_task, "score": competition_score(per_task)}
 
 

@@ -16,9 +16,9 @@ import torch
 
 from .checkpoint import load_scorer
 from .data import read_examples
-from .engine import predict_labels, split_file
+from .engine import predict_labels, score_predictions, split_file
 from .errors import ConfigError
-from .metrics import classification_scores, competition_score
+from .metrics import competition_score
 from .tasks import get_task
 
 log = logging.getLogger("pet_mtl")
@@ -57,7 +57,7 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
         lines[name] = "".join(json.dumps({"id": ex.id, "label": labels[p]}, ensure_ascii=False) + "\n"
                               for ex, p in zip(examples, preds))
         if labelled:
-            scores[name] = classification_scores(preds, [labels.index(ex.label) for ex in examples])
+            scores[name] = score_predictions(examples, preds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".submission-", dir=out))

@@ -34,10 +34,6 @@ class TaskLayerNorm(nn.Module):
         self._task_vec: torch.Tensor | None = None  # [B, dim] while a batch runs under on()
         self._hooks = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(norms)]
 
-    @property
-    def n_norms(self) -> int:
-        return len(self.gain)
-
     @contextmanager
     def on(self, task: torch.Tensor):
         """Condition every patched LayerNorm on `task` ([B] task indices) for the forwards inside the block."""
