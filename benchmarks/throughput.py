@@ -31,20 +31,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # measure the checkout this script sits in, whatever pet_mtl is installed
 #: training variants: pet_mtl as run by default, then with one fast path switched off, the naive one, the bound
 TRAIN_IMPLS = ("pet_mtl", "pet_mtl:no-grouping", "pet_mtl:full-head", "naive", "bound")
 PREDICT_IMPLS = ("pet_mtl", "naive", "bound")
 
 
 def setup(args):
-    """Model, encoder and features of real rows, loaded and encoded once; the same rows batched two ways
+    """Model, patterns and features of real rows, loaded and encoded once; the same rows batched two ways
     (length-grouped as the trainer does, and random for the no-grouping ablation)."""
     import torch
     import yaml
 
     from pet_mtl.backbone import load_pretrained
     from pet_mtl.data import read_tsv, stratified_split
-    from pet_mtl.features import ClozeEncoder
+    from pet_mtl.methods import build_scorer
     from pet_mtl.patterns import load_pattern_set
     from pet_mtl.sampling import MultiTaskBatches
     from pet_mtl.tasks import TASKS
@@ -52,12 +53,12 @@ def setup(args):
     torch.manual_seed(0)
     tokenizer, mlm = load_pretrained(args.model)
     patterns = load_pattern_set(yaml.safe_load((ROOT / "conf/patterns/default.yaml").read_text()), list(TASKS))
-    encoder = ClozeEncoder(tokenizer, patterns, args.max_length)
+    featurizer, _ = build_scorer("pet", tokenizer, mlm, patterns, list(TASKS), args.max_length)
     feats, items = [], {}
     for name, task in TASKS.items():
         rows = read_tsv(Path(args.data) / task.files["train"], task, labelled=True)
         _, sample = stratified_split(rows, args.rows_per_task, seed=0)
-        f = encoder.encode(sample)
+        f = featurizer.encode(sample)
         items[name] = list(range(len(feats), len(feats) + len(f)))
         feats.extend(f)
     lengths = [len(f.input_ids) for f in feats]
@@ -66,7 +67,7 @@ def setup(args):
         order = MultiTaskBatches(items, lengths, args.batch_size, seed=0, group_by_length=grouped).epoch(0)
         return [[feats[i] for i in b] for b in order[: args.warmup + args.train_batches]]
 
-    return tokenizer, mlm, encoder, feats, batches(True), batches(False)
+    return tokenizer, mlm, patterns, feats, batches(True), batches(False)
 
 
 def peak_rss_mb() -> float:
@@ -87,14 +88,16 @@ class Runner:
 
         import torch
 
-        from pet_mtl.engine import build_optimizer
-        from pet_mtl.model import ClozeModel
+        from pet_mtl.methods import build_scorer
+        from pet_mtl.optim import build_optimizer
+        from pet_mtl.tasks import TASKS
 
-        tokenizer, mlm, encoder, feats, grouped, random_batches = shared
+        tokenizer, mlm, patterns, feats, grouped, random_batches = shared
         self.args, self.impl, self.mode = args, impl, mode
         self.device = torch.device(args.device)
         self.mlm = copy.deepcopy(mlm).to(self.device)
-        self.model = ClozeModel(self.mlm, *encoder.label_tensors()).to(self.device)
+        _, model = build_scorer("pet", tokenizer, self.mlm, patterns, list(TASKS), args.max_length)
+        self.model = model.to(self.device)
         if impl == "pet_mtl:full-head":
             self.model.head = None  # the vocabulary projection at every position, then gathered
         self.pad = tokenizer.pad_token_id
@@ -127,9 +130,9 @@ class Runner:
     def step(self, i: int, timed: bool) -> None:
         import torch
 
-        from pet_mtl.engine import autocast, pad_multiple, score_features
         from pet_mtl.features import collate
-        from pet_mtl.model import label_loss
+        from pet_mtl.inference import autocast, pad_multiple, score_features
+        from pet_mtl.methods import label_loss
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         a, impl = self.args, self.impl

@@ -2,23 +2,26 @@
 
 `python benchmarks/zero_shot.py [hydra overrides]`, e.g. `data=fewclue model.path=../shared/models/zh-mini-mlm`.
 It is the prior that method=pet starts from (method=heads starts from random classifiers): the reference point
-for the few-shot comparison in RESULTS.md. Prints per-task macro-F1 on the test set (few-shot) or validation set.
+for the few-shot comparison in RESULTS.md. Prints per-task macro-F1 on the held-out set (few-shot) or validation set.
 """
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout this script sits in, not an install
 
-from pet_mtl.backbone import load_pretrained
-from pet_mtl.cli import CONF_DIR
-from pet_mtl.engine import evaluate
-from pet_mtl.methods import get_method
-from pet_mtl.patterns import PATTERNS_ROOT, load_pattern_set
-from pet_mtl.regimes import load_task_data
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from pet_mtl.backbone import load_pretrained  # noqa: E402
+from pet_mtl.cli import CONF_DIR  # noqa: E402
+from pet_mtl.inference import Predictor  # noqa: E402
+from pet_mtl.methods import build_scorer  # noqa: E402
+from pet_mtl.patterns import PATTERNS_ROOT, load_pattern_set  # noqa: E402
+from pet_mtl.regimes import load_task_data  # noqa: E402
 
 
 def main(overrides: list[str]) -> None:
@@ -28,13 +31,11 @@ def main(overrides: list[str]) -> None:
         torch.set_num_threads(cfg.train.num_threads)
     patterns = load_pattern_set(OmegaConf.to_container(cfg.patterns), cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
     tokenizer, mlm = load_pretrained(cfg.model.path)
-    method = get_method("pet")
-    encoder = method.encoder(tokenizer, patterns, cfg.tasks, cfg.model.max_length)
-    model = method.model(mlm, encoder, 0)
+    featurizer, model = build_scorer("pet", tokenizer, mlm, patterns, list(cfg.tasks), cfg.model.max_length)
     data = load_task_data(cfg)
-    sets = {t: d.test if d.test else d.val for t, d in data.items()}
-    result = evaluate(model, encoder, sets, 128, "fp32", torch.device("cpu"), 1)
-    print(json.dumps({"scored_on": "test" if all(d.test for d in data.values()) else "val",
+    sets = {t: d.held_out if d.held_out else d.val for t, d in data.items()}
+    result = Predictor(featurizer, model).evaluate(sets)
+    print(json.dumps({"scored_on": "held-out" if all(d.held_out for d in data.values()) else "val",
                       "rows": {t: len(v) for t, v in sets.items()}, **result}, indent=1))
 
 

@@ -4,8 +4,8 @@ Layout of a checkpoint directory:
   model/          the masked LM's save_pretrained (safetensors + config.json): a plain backbone any tool can load
   method.safetensors  the method's own parameters (task heads, conditional LayerNorm), when it has any
   tokenizer/      save_pretrained (tokenizer.json, vocab, config)
-  pet_mtl.json    method, tasks and their label codes, the patterns (template source + verbalizer), max_length,
-                  the step and metrics it was saved at
+  pet_mtl.json    method and its options, tasks and their label codes, the patterns (template source +
+                  verbalizer; none for methods that read plain text), max_length, the step and metrics it was saved at
   config.yaml     the resolved training config
   train_state/    (checkpoint-last only) optimizer tensors as safetensors, scheduler/sampler/RNG state as JSON
 The directory is built under a temporary name beside the target and renamed into place, so a crash leaves either
@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import load_pretrained, refuse_pickles
 from .errors import CheckpointError, ConfigError
-from .methods import get_method
+from .methods import MethodOptions, Scorer, build_scorer, get_method
 from .patterns import Pattern
 from .tasks import get_task
 
@@ -108,8 +108,10 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(ckpt / META, None, f"format_version {meta.get('format_version')} is not "
                               f"{FORMAT_VERSION}; written by another pet_mtl version")
+    meta.setdefault("method", "pet")  # checkpoints from before the methods registry
+    meta.setdefault("method_options", {"cln_dim": meta.get("cln_dim", MethodOptions.cln_dim)})
     try:
-        get_method(meta.get("method", "pet"))
+        get_method(meta["method"])
     except ConfigError as e:
         raise CheckpointError(ckpt / META, None, f"{e}; written by another pet_mtl version?") from None
     for name, info in meta["tasks"].items():
@@ -131,14 +133,24 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False):
     return ckpt, tokenizer, mlm, meta, patterns
 
 
+def method_options(meta: dict[str, Any]) -> MethodOptions:
+    return MethodOptions(**meta.get("method_options", {}))
+
+
 def load_scorer(path: str | Path, trust_pickle: bool = False):
-    """(checkpoint dir, meta, encoder, model): the method the checkpoint names, rebuilt with its weights."""
+    """(checkpoint dir, meta, featurizer, model): the method the checkpoint names, rebuilt with its weights."""
     ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, trust_pickle)
-    method = get_method(meta.get("method", "pet"))
-    encoder = method.encoder(tokenizer, patterns, list(meta["tasks"]), meta["max_length"])
-    model = method.model(mlm, encoder, meta.get("cln_dim", 0))
+    featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, list(meta["tasks"]),
+                                     meta["max_length"], method_options(meta))
     load_method_state(model, ckpt)
-    return ckpt, meta, encoder, model
+    return ckpt, meta, featurizer, model
+
+
+def load_weights(model: Scorer, path: str | Path) -> None:
+    """Put a checkpoint's weights (masked LM and method parameters) into an already built model of its method."""
+    ckpt, _, saved, _, _ = load_checkpoint(path)
+    model.mlm.load_state_dict(saved.state_dict())
+    load_method_state(model, ckpt)
 
 
 def load_method_state(model, ckpt: Path) -> None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from pathlib import Path
 
 from .config import register
 from .errors import PetMtlError
+from .resources import CONF_DIR as _CONF_DIR
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-if not Path(CONF_DIR).is_dir():
-    raise ImportError(f"pet_mtl reads conf/, patterns/ and examples/ from its checkout, and {CONF_DIR} does not "
-                      "exist: install with `pip install -e .` from the repository")
+#: the folder Hydra composes configs from: the checkout's conf/, or the wheel's copy (see resources.py)
+CONF_DIR = str(_CONF_DIR)
 register()
 
 

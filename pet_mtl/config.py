@@ -1,14 +1,23 @@
-"""Typed configs, mirrored by conf/*.yaml; Hydra validates overrides against them (a typo fails fast).
+"""Typed configs: the one source of every default. conf/*.yaml only choose groups (pattern set, data regime) and
+set what a group option changes; tests/test_config.py fails if a YAML file restates a default.
 
 Why dataclasses and not bare YAML: a wrong key or type (`train.lr=fast`, `train.bacth_size=8`) is rejected
 before anything is loaded, and the library reads `cfg.train.lr` with a known type.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+from .resources import data_dir
+from .tasks import get_task, test_file
+
+log = logging.getLogger("pet_mtl")
 
 
 @dataclass
@@ -50,11 +59,15 @@ class DataConfig:
     #: fewshot: folder holding FewCLUE's <task>/train_k.json, dev_k.json
     fewclue_dir: Optional[str] = None
     #: fewshot: which FewCLUE split (0..4, few_all); also picks the sample for tasks without FewCLUE files
-    split: str = "0"
+    fewclue_split: str = "0"
     #: fewshot: train and dev rows per class sampled for tasks without FewCLUE files (OCEMOTION)
     k_per_class: int = 16
-    #: fewshot: rows per task in the fixed test set carved from the training file (a count, or a fraction < 1)
-    eval_per_task: float = 1000
+    #: fewshot: rows per task in the fixed held-out set carved from the training file (a count, or a fraction < 1)
+    held_out_per_task: float = 1000
+    #: deprecated spelling of fewclue_split (removed in the next release)
+    split: Optional[str] = None
+    #: deprecated spelling of held_out_per_task (removed in the next release)
+    eval_per_task: Optional[float] = None
 
 
 @dataclass
@@ -87,7 +100,7 @@ class TrainConfig:
     resume: bool = False
     #: torch threads; null = torch's default
     num_threads: Optional[int] = None
-    #: after training, write a submission for these test splits (a, b) with the best checkpoint
+    #: after training, write a submission for these competition test files (a, b) with the best checkpoint
     predict_splits: List[str] = field(default_factory=lambda: ["a"])
     progress: bool = True
     device: str = "cpu"
@@ -118,7 +131,7 @@ class PredictDataConfig:
 class PredictConfig:
     #: a run directory (its checkpoint-best is used) or a checkpoint directory
     checkpoint: str = "???"
-    #: a (OCNLI_a.csv, ...) or b (ocnli_test_B.csv, ...)
+    #: which competition test files: a (OCNLI_a.csv, ...) or b (ocnli_test_B.csv, ...)
     split: str = "a"
     data: PredictDataConfig = field(default_factory=PredictDataConfig)
     #: task -> file to predict instead of the split's test files (competition TSV or CLUE JSON lines)
@@ -131,6 +144,41 @@ class PredictConfig:
     precision: str = "fp32"
     trust_pickle: bool = False
     device: str = "cpu"
+
+
+#: old key -> new key: the old spelling keeps working for one release, with a deprecation message
+RENAMED = {"data.split": "data.fewclue_split", "data.eval_per_task": "data.held_out_per_task"}
+
+
+def apply_renames(cfg: DictConfig) -> None:
+    """Move values given under a deprecated key to its new name (in place), warning once per key."""
+    for old, new in RENAMED.items():
+        value = OmegaConf.select(cfg, old)
+        if value is None:
+            continue
+        default = OmegaConf.select(OmegaConf.structured(Config), new)
+        current = OmegaConf.select(cfg, new)
+        if current != default and current != value:
+            raise ConfigError(f"{old}={value} (deprecated) and {new}={current} disagree; give only {new}")
+        log.warning("%s is deprecated and will be removed in the next release; use %s=%s", old, new, value)
+        OmegaConf.update(cfg, new, value)
+        OmegaConf.update(cfg, old, None)
+
+
+def check(cfg: DictConfig) -> None:
+    """The cheap checks of a training config, before any data or model is loaded (deprecated keys renamed first)."""
+    apply_renames(cfg)
+    for t in cfg.tasks:
+        get_task(t)
+    unknown = sorted(set(cfg.train.task_weights) - set(cfg.tasks))
+    if unknown:
+        raise ConfigError(f"train.task_weights names {', '.join(unknown)}, not among tasks {list(cfg.tasks)}")
+    for split in cfg.train.predict_splits:
+        for t in cfg.tasks:
+            path = test_file(data_dir(cfg.data.dir), t, split)
+            if not path.is_file():
+                raise ConfigError(f"train.predict_splits has {split!r} but {path} does not exist; "
+                                  "set train.predict_splits=[] to skip prediction")
 
 
 def register() -> None:

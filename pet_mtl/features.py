@@ -65,14 +65,15 @@ class Feature:
     input_ids: tuple[int, ...]
     slot_start: int
     slot_len: int
-    pattern: int  # index into the encoder's pattern table
-    task: int  # index into the encoder's task list
+    pattern: int  # index into the featurizer's pattern table (the task's index for plain-text methods)
+    task: int  # index into the featurizer's task list
     label: int  # -1 when unlabelled
     example: int  # index of the example within its task's list (patterns of one example share it)
 
 
-class ClozeEncoder:
-    """Holds the pattern table and turns examples into `Feature`s for one tokenizer and max length."""
+class ClozeFeaturizer:
+    """Holds the pattern table and turns examples into `Feature`s for one tokenizer and max length (the featurizer
+    of the cloze methods, see methods/cloze.py)."""
 
     def __init__(self, tokenizer, patterns: dict[str, list[Pattern]], max_length: int):
         if tokenizer.mask_token is None:
@@ -152,8 +153,9 @@ class ClozeEncoder:
                        self.tasks.index(ex.task), label, ex_idx)
 
 
-def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int = 8) -> dict[str, torch.Tensor]:
-    """Dynamic padding to the batch's longest sequence, rounded up so few distinct shapes occur."""
+def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the batch's longest sequence, rounded up to a multiple (1: no rounding); the multiple is
+    resolved by `inference.pad_multiple` from the config, never defaulted here."""
     T = max(len(f.input_ids) for f in features)
     if pad_to_multiple_of > 1:
         T = -(-T // pad_to_multiple_of) * pad_to_multiple_of

@@ -26,10 +26,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .data import Example
 from .errors import ConfigError, PatternError
+from .resources import PATTERNS_ROOT
 from .tasks import Task, get_task
-
-#: the built-in pattern library shipped with the project
-PATTERNS_ROOT = Path(__file__).resolve().parent.parent / "patterns"
 
 MAX_SLOT = 16
 _MARKER_BLOCK = 0x200  # slot, field open/close, then one code point per field from +0x100

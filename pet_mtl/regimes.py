@@ -2,10 +2,12 @@
 
 - full: each competition training file, minus a stratified validation split carved from it (seeded by
   data.split_seed, not by the run's seed, so every seed and every method is scored on the same rows).
-- fewshot: FewCLUE's train_k/dev_k files (data.fewclue_dir, data.split) for the tasks that have them; for the
-  others (OCEMOTION) a seeded k-per-class train and dev sample from the competition training file. Reported on
-  a fixed labelled test set carved from each competition training file that shares no text with any FewCLUE
+- fewshot: FewCLUE's train_k/dev_k files (data.fewclue_dir, data.fewclue_split) for the tasks that have them; for
+  the others (OCEMOTION) a seeded k-per-class train and dev sample from the competition training file. Reported on
+  a fixed labelled held-out set carved from each competition training file that shares no text with any FewCLUE
   file (train, dev, few_all, unlabeled) nor with the sampled rows, the same set for every split, seed and method.
+
+"held-out" is this report set; "test file" always means the competition's unlabelled test files A and B.
 """
 from __future__ import annotations
 
@@ -17,14 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import Config, apply_renames
 from .data import Example, read_examples, stratified_split
 from .errors import ConfigError
+from .resources import data_dir
 from .tasks import Task, get_task
 
 log = logging.getLogger("pet_mtl")
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 FEWCLUE_FILE = re.compile(r"^(train|dev|test)_.*\.json$|^unlabeled\.json$")
 
 
@@ -34,11 +36,7 @@ class TaskData:
     #: evaluated every train.eval_every steps; picks checkpoint-best
     val: list[Example]
     #: evaluated once, with checkpoint-best, after training (the few-shot report set); None when the regime has none
-    test: list[Example] | None = None
-
-
-def data_dir(configured: str | None) -> Path:
-    return DEMO_DIR if configured is None else Path(configured).expanduser().resolve()
+    held_out: list[Example] | None = None
 
 
 def text_key(ex: Example, task: Task) -> tuple[str, ...]:
@@ -89,26 +87,26 @@ def fewshot(cfg: Config) -> dict[str, TaskData]:
         fewclue = sorted(p for p in folder.glob("*.json") if FEWCLUE_FILE.match(p.name)) if folder.is_dir() else []
         taken = {text_key(ex, task) for f in fewclue for ex in read_examples(f, task, labelled=False)}
         candidates = [ex for ex in pool if text_key(ex, task) not in taken]
-        _, test = stratified_split(candidates, d.eval_per_task, d.split_seed)
+        _, held_out = stratified_split(candidates, d.held_out_per_task, d.split_seed)
         if fewclue:
-            train, val = (read_examples(folder / f"{part}_{d.split}.json", task, labelled=True)
+            train, val = (read_examples(folder / f"{part}_{d.fewclue_split}.json", task, labelled=True)
                           for part in ("train", "dev"))
-            source = f"FewCLUE {folder}/{{train,dev}}_{d.split}.json"
+            source = f"FewCLUE {folder}/{{train,dev}}_{d.fewclue_split}.json"
         else:
-            held = {text_key(ex, task) for ex in test}
+            held = {text_key(ex, task) for ex in held_out}
             rest = [ex for ex in candidates if text_key(ex, task) not in held]
-            rng = random.Random(f"{d.split_seed}/{name}/{d.split}")
+            rng = random.Random(f"{d.split_seed}/{name}/{d.fewclue_split}")
             train = k_per_class(rest, d.k_per_class, rng)
             chosen = {ex.id for ex in train}
             val = k_per_class([ex for ex in rest if ex.id not in chosen], d.k_per_class, rng)
-            source = f"{d.k_per_class} per class sampled from {task.files['train']} (split {d.split})"
-        overlap = {text_key(ex, task) for ex in train + val} & {text_key(ex, task) for ex in test}
+            source = f"{d.k_per_class} per class sampled from {task.files['train']} (split {d.fewclue_split})"
+        overlap = {text_key(ex, task) for ex in train + val} & {text_key(ex, task) for ex in held_out}
         if overlap:  # a guard on the construction above, which should make this impossible
-            raise ConfigError(f"{name}: {len(overlap)} few-shot texts also in the test set, e.g. {next(iter(overlap))}")
-        log.info("%s few-shot: %d train, %d dev (%s); %d test rows carved from %s (%d of its rows share a text "
-                 "with a FewCLUE file and are left out)", name, len(train), len(val), source, len(test),
+            raise ConfigError(f"{name}: {len(overlap)} few-shot texts also in the held-out set, e.g. {next(iter(overlap))}")
+        log.info("%s few-shot: %d train, %d dev (%s); %d held-out rows carved from %s (%d of its rows share a text "
+                 "with a FewCLUE file and are left out)", name, len(train), len(val), source, len(held_out),
                  task.files["train"], len(pool) - len(candidates))
-        out[name] = TaskData(train, val, test)
+        out[name] = TaskData(train, val, held_out)
     return out
 
 
@@ -116,6 +114,7 @@ REGIMES: dict[str, Callable[[Config], dict[str, TaskData]]] = {"full": full, "fe
 
 
 def load_task_data(cfg: Config) -> dict[str, TaskData]:
+    apply_renames(cfg)
     if cfg.data.regime not in REGIMES:
         raise ConfigError(f"data.regime={cfg.data.regime!r}: expected one of {', '.join(REGIMES)}")
     return REGIMES[cfg.data.regime](cfg)

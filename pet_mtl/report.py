@@ -3,7 +3,7 @@
 Each run's metrics.json is the source of truth; its `.hydra/overrides.yaml` says which config values it was run
 with. The values that differ between runs (method, pattern set, data regime, split...) form the rows; the keys
 named by --over (default: seed) are the replicates averaged within a row, reported as mean ± sample std.
-A run is scored on its regime's test set where it has one (few-shot), else on the validation result of its
+A run is scored on its regime's held-out set where it has one (few-shot), else on the validation result of its
 best evaluation. Runs still in progress (or killed) are left out, with a note. Writes report.md, report.csv and report.png (mean score per row, with std error bars).
 """
 from __future__ import annotations
@@ -49,7 +49,8 @@ def read_run(metrics: Path) -> Run | None:
             params[key] = value
     params.setdefault("method", doc.get("method", "pet"))
     params.setdefault("seed", str(doc.get("seed", "")))
-    result, scored_on = (doc["test"], "test") if doc.get("test") else (doc["best"], "val")
+    held_out = doc.get("held_out") or doc.get("test")  # "test": runs written before the rename to held_out
+    result, scored_on = (held_out, "held-out") if held_out else (doc["best"], "val")
     return Run(metrics.parent, params, scored_on, {t: s["macro_f1"] for t, s in result["tasks"].items()},
                result["score"], doc.get("wall_seconds", float("nan")))
 

@@ -16,10 +16,10 @@ import torch
 
 from .checkpoint import load_scorer
 from .data import read_examples
-from .engine import predict_labels, score_predictions, split_file
 from .errors import ConfigError
+from .inference import Predictor, pad_multiple, score_predictions
 from .metrics import competition_score
-from .tasks import get_task
+from .tasks import get_task, test_file
 
 log = logging.getLogger("pet_mtl")
 
@@ -35,10 +35,10 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                      batch_size: int = 128, precision: str = "fp32", device: str = "cpu",
                      trust_pickle: bool = False, files: dict[str, str | Path] | None = None,
                      labelled: bool = False) -> Path:
-    """Predict every task of the checkpoint on its `split` test file in `data_dir`, or, with `files`, on the given
+    """Predict every task of the checkpoint on its competition test file `split` (a or b) in `data_dir`, or, with `files`, on the given
     files (TSV or CLUE JSON lines; only those tasks); with `labelled`, the files' labels are also scored and the
     per-task macro-F1 written to eval.json beside the predictions."""
-    ckpt, meta, encoder, model = load_scorer(checkpoint, trust_pickle)
+    ckpt, meta, featurizer, model = load_scorer(checkpoint, trust_pickle)
     if files:
         unknown = sorted(set(files) - set(meta["tasks"]))
         if unknown:
@@ -46,14 +46,14 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
         paths = {name: Path(files[name]) for name in meta["tasks"] if name in files}
     else:
         directory = Path(data_dir if data_dir is not None else meta["data_dir"])
-        paths = {name: split_file(directory, name, split) for name in meta["tasks"]}
+        paths = {name: test_file(directory, name, split) for name in meta["tasks"]}
     tests = {name: read_examples(path, get_task(name), labelled=labelled) for name, path in paths.items()}
     dev = torch.device(device)
-    model = model.to(dev)
+    predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev))
     lines, scores = {}, {}
     for name, examples in tests.items():
         labels = get_task(name).labels
-        preds = predict_labels(model, encoder, examples, batch_size, precision, dev)
+        preds = predictor.predict(examples)
         lines[name] = "".join(json.dumps({"id": ex.id, "label": labels[p]}, ensure_ascii=False) + "\n"
                               for ex, p in zip(examples, preds))
         if labelled:

@@ -6,6 +6,7 @@ if-chain over task names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import ConfigError
 
@@ -70,6 +71,18 @@ TASKS: dict[str, Task] = {
         ),
     )
 }
+
+
+#: the competition's unlabelled test files: `split=a|b` in predict, `train.predict_splits` in train
+TEST_SPLITS = ("a", "b")
+
+
+def test_file(directory: Path, task: str, split: str) -> Path:
+    """The competition's test file `split` (a or b) of `task` in `directory`."""
+    if split not in TEST_SPLITS:
+        raise ConfigError(f"test split {split!r}: expected one of {', '.join(TEST_SPLITS)} (the competition's test "
+                          "files A and B)")
+    return Path(directory) / get_task(task).files[split]
 
 
 def get_task(name: str) -> Task:

@@ -19,8 +19,9 @@ log = logging.getLogger("pet_mtl")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> float:
-    from .engine import Trainer, data_dir
+    from .resources import data_dir
     from .submission import write_submission
+    from .trainer import Trainer
 
     summary = Trainer(cfg, Path(HydraConfig.get().runtime.output_dir)).fit()
     if not summary["main"]:  # under torchrun, rank 0 reports and predicts
@@ -31,10 +32,10 @@ def main(cfg: DictConfig) -> float:
     print(f"best checkpoint: {summary['checkpoint']} (step {best['step']})")
     print("validation:      " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in best["tasks"].items())
           + f"; mean {best['score']:.4f}")
-    if summary["test"] is not None:
-        test = summary["test"]
-        print("test:            " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in test["tasks"].items())
-              + f"; mean {test['score']:.4f} (checkpoint-best on the regime's held-out test set)")
+    if summary["held_out"] is not None:
+        held = summary["held_out"]
+        print("held-out:        " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in held["tasks"].items())
+              + f"; mean {held['score']:.4f} (checkpoint-best on the regime's held-out set)")
     for split in cfg.train.predict_splits:
         zip_path = write_submission(summary["checkpoint"], data_dir(cfg.data.dir), split, run_dir / f"submission-{split}",
                                     cfg.train.eval_batch_size, cfg.train.precision, cfg.train.device)

@@ -5,17 +5,17 @@ import pytest
 
 from pet_mtl.data import Example
 from pet_mtl.errors import ConfigError, PatternError
-from pet_mtl.features import ClozeEncoder, collate
+from pet_mtl.features import ClozeFeaturizer, collate
 from pet_mtl.patterns import Pattern, PatternSpec, load_pattern
 
 
-def nli_encoder(tok, max_length):
-    return ClozeEncoder(tok, {"ocnli": [load_pattern("ocnli", PatternSpec("ocnli/relation.j2", "relation"))]}, max_length)
+def nli_featurizer(tok, max_length):
+    return ClozeFeaturizer(tok, {"ocnli": [load_pattern("ocnli", PatternSpec("ocnli/relation.j2", "relation"))]}, max_length)
 
 
 def test_ids_equal_the_plain_tokenizer_when_nothing_is_cut(tiny):
     tok, _ = tiny
-    enc = nli_encoder(tok, 128)
+    enc = nli_featurizer(tok, 128)
     e = Example("ocnli", "1", {"premise": "他在看书。", "hypothesis": "他在学习"}, "0")
     f = enc.encode([e])[0]
     text = enc.text(enc.patterns[0].render(e), 0)
@@ -26,7 +26,7 @@ def test_ids_equal_the_plain_tokenizer_when_nothing_is_cut(tiny):
 
 def test_slot_survives_a_2000_character_input_and_the_longest_field_is_cut_first(tiny):
     tok, _ = tiny
-    enc = nli_encoder(tok, 64)
+    enc = nli_featurizer(tok, 64)
     long_premise = ("他在图书馆看书" * 300)[:2000]
     f = enc.encode([Example("ocnli", "1", {"premise": long_premise, "hypothesis": "他在学习"}, "2")])[0]
     assert len(f.input_ids) == 64
@@ -44,14 +44,14 @@ def test_slot_survives_a_2000_character_input_and_the_longest_field_is_cut_first
 def test_pattern_too_long_for_max_length_is_a_config_error(tiny):
     tok, _ = tiny
     with pytest.raises(ConfigError, match="more than model.max_length=12"):
-        nli_encoder(tok, 12).encode([Example("ocnli", "1", {"premise": "甲", "hypothesis": "乙"}, "0")])
+        nli_featurizer(tok, 12).encode([Example("ocnli", "1", {"premise": "甲", "hypothesis": "乙"}, "0")])
 
 
 def test_slot_next_to_latin_text_still_tokenizes_to_masks(tiny):
     tok, _ = tiny
     words = {"0": "是的", "1": "可能", "2": "不是"}
     p = Pattern("ocnli", "glued", "{{ premise }}{{ hypothesis }}abc{{ mask }}", words, origin="glued.j2")
-    enc = ClozeEncoder(tok, {"ocnli": [p]}, 64)
+    enc = ClozeFeaturizer(tok, {"ocnli": [p]}, 64)
     f = enc.encode([Example("ocnli", "1", {"premise": "甲", "hypothesis": "乙"}, "0")])[0]
     assert tok.convert_ids_to_tokens(list(f.input_ids[f.slot_start:f.slot_start + 2])) == ["[MASK]", "[MASK]"]
 
@@ -60,13 +60,13 @@ def test_unknown_verbalizer_token_is_refused(tiny):
     tok, _ = tiny
     words = {"0": "是的", "1": "可能", "2": "龘龘"}
     with pytest.raises(PatternError, match="unknown to the tokenizer"):
-        ClozeEncoder(tok, {"ocnli": [Pattern("ocnli", "u", "{{ premise }}{{ mask }}{{ hypothesis }}", words,
+        ClozeFeaturizer(tok, {"ocnli": [Pattern("ocnli", "u", "{{ premise }}{{ mask }}{{ hypothesis }}", words,
                                              origin="u.j2")]}, 64)
 
 
 def test_collate_pads_to_a_multiple_and_masks(tiny):
     tok, _ = tiny
-    enc = nli_encoder(tok, 128)
+    enc = nli_featurizer(tok, 128)
     feats = enc.encode([Example("ocnli", str(i), {"premise": "甲" * n, "hypothesis": "乙"}, "1")
                         for i, n in enumerate([3, 11])])
     b = collate(feats, tok.pad_token_id, 8)

@@ -12,14 +12,17 @@ from helpers import make_cfg
 
 from pet_mtl.checkpoint import load_scorer
 from pet_mtl.data import read_tsv
-from pet_mtl.engine import Trainer, evaluate, score_features
+from pet_mtl.errors import ConfigError
 from pet_mtl.features import collate
-from pet_mtl.methods import METHODS, get_method
+from pet_mtl.inference import Predictor, score_features
+from pet_mtl.methods import METHODS, MethodOptions, build_scorer, get_method, label_loss, register
+from pet_mtl.methods.base import NEG
 from pet_mtl.methods.cln import TaskLayerNorm
-from pet_mtl.methods.heads import HeadsModel, TextEncoder
-from pet_mtl.model import NEG, label_loss
+from pet_mtl.methods.heads import HeadsModel, TextFeaturizer
 from pet_mtl.patterns import PatternSpec, load_pattern
+from pet_mtl.submission import write_submission
 from pet_mtl.tasks import TASKS
+from pet_mtl.trainer import Trainer
 
 
 def cloze_patterns():
@@ -28,8 +31,8 @@ def cloze_patterns():
             "tnews": [load_pattern("tnews", PatternSpec("tnews/topic.j2"))]}
 
 
-def mixed_batch(tok, encoder, synthetic_rows_by_task):
-    feats = [f for exs in synthetic_rows_by_task.values() for f in encoder.encode(exs)]
+def mixed_batch(tok, featurizer, synthetic_rows_by_task):
+    feats = [f for exs in synthetic_rows_by_task.values() for f in featurizer.encode(exs)]
     return collate(feats, tok.pad_token_id, 1)
 
 
@@ -45,18 +48,18 @@ def test_each_method_learns_and_predicts_through_the_same_entry_point(method, ti
                    "data.val_size=0.25", "train.warmup_ratio=0.1", "train.predict_splits=[]")
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.fit()
-    h = trainer.history
+    h = trainer.state.history
     assert min(e["train_loss"] for e in h[1:]) < 0.75 * h[0]["train_loss"], [e["train_loss"] for e in h]
     chance = sum(1 / TASKS[t].num_labels for t in TASKS) / 3
     assert max(e["score"] for e in h) > 1.25 * chance, [e["score"] for e in h]  # random guessing scores ~chance
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["method"] == method
 
     # the checkpoint rebuilds the same method with the same weights
-    _, meta, encoder, model = load_scorer(tmp_path / "run" / "checkpoint-last")
+    _, meta, featurizer, model = load_scorer(tmp_path / "run" / "checkpoint-last")
     assert meta["method"] == method and type(model) is type(trainer.model)
-    assert (model.conditioning is not None) == get_method(method).cln
-    feats = encoder.encode(trainer.data["tnews"].val)
-    args = dict(batch_size=8, pad_id=encoder.tokenizer.pad_token_id, pad_to_multiple_of=1, precision="fp32",
+    assert (model.conditioning is not None) == method.endswith("cln")
+    feats = featurizer.encode(trainer.data["tnews"].val)
+    args = dict(batch_size=8, pad_id=featurizer.tokenizer.pad_token_id, pad_to_multiple_of=1, precision="fp32",
                 device=torch.device("cpu"))
     assert torch.equal(score_features(model, feats, **args), score_features(trainer.model, feats, **args))
 
@@ -76,7 +79,7 @@ def test_each_method_learns_and_predicts_through_the_same_entry_point(method, ti
     tnews = read_tsv(tnews_file, TASKS["tnews"], True)
     assert [r["id"] for r in rows] == [e.id for e in tnews] and {r["label"] for r in rows} <= set(TASKS["tnews"].labels)
     scored = json.loads((tmp_path / "sub" / "eval.json").read_text())
-    expected = evaluate(trainer.model, trainer.encoder, {"tnews": tnews, "ocnli": ocnli}, 16, "fp32", torch.device("cpu"))
+    expected = Predictor(trainer.featurizer, trainer.model, 16).evaluate({"tnews": tnews, "ocnli": ocnli})
     for t in ("tnews", "ocnli"):
         assert scored["tasks"][t]["macro_f1"] == pytest.approx(expected["tasks"][t]["macro_f1"], abs=1e-9)
     assert not (tmp_path / "sub" / "ocemotion_predict.json").exists()
@@ -86,14 +89,13 @@ def test_each_method_learns_and_predicts_through_the_same_entry_point(method, ti
 def test_cln_at_initialisation_is_exactly_the_unwrapped_model_and_gets_gradients(output, tiny, examples):
     tok, mlm = tiny
     torch.manual_seed(0)
-    method = next(m for m in METHODS.values() if m.output == output and m.cln)
-    plain_method = next(m for m in METHODS.values() if m.output == output and not m.cln)
-    encoder = method.encoder(tok, cloze_patterns(), list(TASKS), 64)
-    batch = mixed_batch(tok, encoder, examples)
+    plain_name, cln_name = {"cloze": ("pet", "pet_cln"), "heads": ("heads", "cln")}[output]
     torch.manual_seed(1)
-    plain = plain_method.model(mlm, encoder, 0).eval()
+    featurizer, plain = build_scorer(plain_name, tok, mlm, cloze_patterns(), list(TASKS), 64)
     torch.manual_seed(1)  # the same head initialisation
-    conditioned = method.model(mlm, encoder, 8).eval()
+    _, conditioned = build_scorer(cln_name, tok, mlm, cloze_patterns(), list(TASKS), 64, MethodOptions(cln_dim=8))
+    plain.eval(), conditioned.eval()
+    batch = mixed_batch(tok, featurizer, examples)
     try:
         with torch.no_grad():
             assert torch.equal(conditioned(**batch), plain(**batch))
@@ -114,7 +116,7 @@ def test_cln_at_initialisation_is_exactly_the_unwrapped_model_and_gets_gradients
         conditioned.zero_grad()
         label_loss(conditioned(**batch), batch["labels"]).backward()
         assert cln.task_embedding.weight.grad.abs().sum() > 0
-        # and now the task changes the encoder's output for the same text
+        # and now the task changes the featurizer's output for the same text
         conditioned.eval()
         with torch.no_grad():
             other = dict(batch, task=(batch["task"] + 1) % 3)
@@ -138,11 +140,11 @@ def test_cln_needs_layernorms():
 
 def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples):
     tok, mlm = tiny
-    encoder = TextEncoder(tok, list(TASKS), 64)
+    featurizer = TextFeaturizer(tok, list(TASKS), 64)
     torch.manual_seed(0)
     model = HeadsModel(mlm, list(TASKS)).eval()
     present = {"ocnli": examples["ocnli"], "tnews": examples["tnews"]}
-    batch = mixed_batch(tok, encoder, present)
+    batch = mixed_batch(tok, featurizer, present)
     scores = model(**batch)
     label_loss(scores, batch["labels"]).backward()
     assert model.heads["ocemotion"].weight.grad is None and model.heads["ocemotion"].bias.grad is None
@@ -152,14 +154,14 @@ def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples)
     with torch.no_grad():
         cls = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][:, 0]
         for i, t in enumerate(batch["task"].tolist()):
-            n = TASKS[encoder.tasks[t]].num_labels
-            assert torch.allclose(scores[i, :n], model.heads[encoder.tasks[t]](cls[i]), atol=1e-6)
+            n = TASKS[featurizer.tasks[t]].num_labels
+            assert torch.allclose(scores[i, :n], model.heads[featurizer.tasks[t]](cls[i]), atol=1e-6)
             assert (scores[i, n:] == NEG).all()
     # a row's loss gradient reaches only its own task's head
     model.zero_grad(set_to_none=True)
     one = {k: v[:1] for k, v in batch.items()}
     label_loss(model(**one), one["labels"]).backward()
-    own = encoder.tasks[one["task"].item()]
+    own = featurizer.tasks[one["task"].item()]
     assert [t for t in TASKS if model.heads[t].weight.grad is not None] == [own]
     mlm.zero_grad(set_to_none=True)
 
@@ -167,8 +169,46 @@ def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples)
 def test_heads_encode_the_plain_text_as_a_pair_without_pattern(tiny, examples):
     tok, _ = tiny
     ex = examples["ocnli"][0]
-    f = TextEncoder(tok, list(TASKS), 64).encode([ex])[0]
+    f = TextFeaturizer(tok, list(TASKS), 64).encode([ex])[0]
     assert list(f.input_ids) == tok(ex.fields["premise"], ex.fields["hypothesis"])["input_ids"]
     assert f.slot_len == 0 and f.label == TASKS["ocnli"].label_index(ex.label)
-    long = TextEncoder(tok, list(TASKS), 12).encode([ex])[0]
+    long = TextFeaturizer(tok, list(TASKS), 12).encode([ex])[0]
     assert len(long.input_ids) == 12
+
+
+@pytest.fixture
+def toy_method():
+    from toy_method import TOY
+
+    register(TOY)
+    yield TOY
+    del METHODS[TOY.name]
+
+
+def test_a_method_is_one_file_and_one_register_call(toy_method, tiny_dir, synthetic_dir, tmp_path):
+    """A method pet_mtl has never seen trains through the one loop, saves, reloads and predicts through the same
+    code as the built-in ones; it reads plain text, so a broken pattern set cannot block it."""
+    cfg = make_cfg(f"method={toy_method.name}", f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=3e-2",
+                   "train.epochs=15", "train.batch_size=16", "train.eval_every=0", "train.progress=false",
+                   "data.val_size=0.25", "train.predict_splits=[]", "patterns.tnews=[tnews/no_such.j2]")
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert trainer.patterns == {}
+    trainer.fit()
+    best = max(e["score"] for e in trainer.state.history)
+    chance = sum(1 / TASKS[t].num_labels for t in TASKS) / 3
+    assert best > 1.25 * chance
+    ckpt = tmp_path / "run" / "checkpoint-last"
+    _, meta, featurizer, model = load_scorer(ckpt)
+    assert meta["method"] == toy_method.name and meta["patterns"] == [] and type(model).__name__ == "BagOfEmbeddings"
+    val = trainer.data["tnews"].val
+    assert torch.equal(Predictor(featurizer, model).scores(val), Predictor(trainer.featurizer, trainer.model).scores(val))
+    write_submission(ckpt, synthetic_dir, "a", tmp_path / "sub")
+    assert len((tmp_path / "sub" / "tnews_predict.json").read_text().splitlines()) == 12
+
+
+def test_methods_that_use_patterns_say_which_task_has_none(tiny):
+    tok, mlm = tiny
+    with pytest.raises(ConfigError, match="method=pet needs a pattern for every task; none for ocemotion"):
+        build_scorer("pet", tok, mlm, {"ocnli": cloze_patterns()["ocnli"]}, ["ocnli", "ocemotion"], 64)
+    with pytest.raises(ConfigError, match="method='bag': expected one of pet, heads, cln, pet_cln"):
+        get_method("bag")

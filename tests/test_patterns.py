@@ -4,12 +4,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import jinja2
+import jinja2.meta
 import pytest
 import yaml
 
 from pet_mtl.data import Example
 from pet_mtl.errors import ConfigError, PatternError
+from pet_mtl.features import label_words
 from pet_mtl.patterns import PATTERNS_ROOT, Pattern, PatternSpec, load_pattern, load_pattern_set
+from pet_mtl.tasks import TASKS
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "patterns"
 TNEWS_WORDS = {c: w for c, w in zip(["100", "101", "102", "103", "104", "106", "107", "108", "109", "110", "112",
@@ -41,13 +45,52 @@ def test_text_with_private_use_characters_renders_verbatim():
 
 @pytest.mark.parametrize("set_file", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_pattern_set_loads(set_file):
-    loaded = load_pattern_set(yaml.safe_load(set_file.read_text()), ["ocnli", "ocemotion", "tnews"])
-    assert all(loaded[t] for t in ("ocnli", "ocemotion", "tnews"))
+    spec = yaml.safe_load(set_file.read_text())
+    loaded = load_pattern_set(spec, ["ocnli", "ocemotion", "tnews"])
+    for task, entries in spec.items():
+        named = [e if isinstance(e, str) else e["template"] for e in entries]
+        assert [p.origin for p in loaded[task]] == [str(PATTERNS_ROOT / n) for n in named]
 
 
-def test_every_task_ships_at_least_two_patterns():
-    for task in ("ocnli", "ocemotion", "tnews"):
-        assert len(list((PATTERNS_ROOT / task).glob("*.j2"))) >= 2
+def shipped_patterns():
+    """Every template under patterns/ with every verbalizer of its task's verbalizers.yaml."""
+    for template in sorted(PATTERNS_ROOT.glob("*/*.j2")):
+        names = yaml.safe_load((template.parent / "verbalizers.yaml").read_text(encoding="utf-8"))
+        for name in names:
+            yield pytest.param(template, name, id=f"{template.parent.name}/{template.stem}@{name}")
+
+
+def test_every_task_folder_has_templates_and_verbalizers():
+    folders = sorted(p for p in PATTERNS_ROOT.iterdir() if p.is_dir())
+    assert [p.name for p in folders] == sorted(TASKS)
+    for folder in folders:
+        assert len(list(folder.glob("*.j2"))) >= 2 and (folder / "verbalizers.yaml").is_file(), folder
+        assert {p.suffix for p in folder.iterdir()} <= {".j2", ".yaml"}, f"{folder}: a file no loader reads"
+
+
+@pytest.mark.parametrize("template,verbalizer", list(shipped_patterns()))
+def test_every_shipped_template_with_every_verbalizer_is_valid(template, verbalizer, tiny):
+    """promptsource-style: parses, uses only the task's fields, renders one slot, words distinct, non-empty and
+    known to a tokenizer built from the shipped text; whatever file is added under patterns/ is checked here."""
+    task = TASKS[template.parent.name]
+    p = load_pattern(task.name, PatternSpec(str(template.relative_to(PATTERNS_ROOT)), verbalizer))
+    ast = jinja2.Environment().parse(template.read_text(encoding="utf-8"))
+    assert jinja2.meta.find_undeclared_variables(ast) <= set(task.fields) | {"mask"}
+    fields = {f: f"〔{f}〕" for f in task.fields}
+    rendered = p.render(Example(task.name, "1", fields, None))
+    assert [s.is_slot for s in rendered.segments].count(True) == 1
+    assert {s.field for s in rendered.segments if s.field} == set(task.fields)  # every field reaches the model
+    words = [p.verbalizer[c] for c in task.labels]
+    assert len(set(words)) == len(words) and all(w.strip() for w in words)
+    tok, _ = tiny
+    lw = label_words(p, tok)  # no unknown tokens, every word fits the slot
+    assert all(0 < n <= lw.slot_len for n in lw.lengths)
+
+
+def test_shipped_pattern_names_are_unique():
+    names = [load_pattern(t.parent.name, PatternSpec(str(t.relative_to(PATTERNS_ROOT)), v)).name
+             for t, v in (param.values for param in shipped_patterns())]
+    assert len(names) == len(set(names)) and len(names) >= 6
 
 
 @pytest.mark.parametrize("source,line,needle", [

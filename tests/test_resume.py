@@ -37,7 +37,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_dir, synthetic_di
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    stopped_at = json.loads(state.read_text())["step"]
+    stopped_at = json.loads(state.read_text())["progress"]["step"]
     assert stopped_at < 60
 
     p = subprocess.run(cmd(tiny_dir, synthetic_dir, killed, "train.resume=true"), env=env, capture_output=True,

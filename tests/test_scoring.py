@@ -1,17 +1,19 @@
 """The scoring oracle: our label scores equal joint log-probabilities from a plain AutoModelForMaskedLM forward."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from pet_mtl.data import Example
-from pet_mtl.engine import example_scores, score_features
-from pet_mtl.features import ClozeEncoder, collate, label_words
-from pet_mtl.model import ClozeModel, label_loss
+from pet_mtl.features import ClozeFeaturizer, collate, label_words
+from pet_mtl.inference import example_scores, score_features
+from pet_mtl.methods import label_loss
+from pet_mtl.methods.cloze import ClozeModel
 from pet_mtl.patterns import Pattern, PatternSpec, load_pattern
 
-from conftest import synthetic_rows
 
 UNEVEN_TNEWS = {"100": "小故事", "101": "文化", "102": "娱乐", "103": "体", "104": "财经", "106": "房产", "107": "汽车",
                 "108": "教育", "109": "科技", "110": "军事", "112": "旅游", "113": "国际", "114": "股票", "115": "农业",
@@ -27,14 +29,19 @@ def patterns():
     }
 
 
-def examples():
-    out = {}
-    for task in ("ocnli", "ocemotion", "tnews"):
-        rows = synthetic_rows(task, 1, seed=3)[:3]
-        fields = {"ocnli": ("premise", "hypothesis"), "ocemotion": ("text",), "tnews": ("title",)}[task]
-        out[task] = [Example(task, str(i), dict(zip(fields, r[:-1])), r[-1]) for i, r in enumerate(rows)]
-    out["tnews"][0] = Example("tnews", "long", {"title": "很长的标题" * 5}, "100")
-    return out
+MAX_LENGTH = 20
+# (task, pattern index within the task, fields, the exact text the model must see, slot length): written out by
+# hand, so the oracle depends on neither the renderer nor the truncation code it checks.
+CASES = [
+    ("ocnli", 0, {"premise": "他在看书", "hypothesis": "他在学习"}, "他在看书？[MASK][MASK]，他在学习", 2),
+    ("ocnli", 1, {"premise": "看书", "hypothesis": "学习"}, "前提：看书。假设：学习。关系：[MASK][MASK]。", 2),  # 20 tokens
+    ("ocemotion", 0, {"text": "好开心"}, "心情：[MASK][MASK]。好开心", 2),
+    ("tnews", 0, {"title": "国足赢了"}, "国足赢了。这是[MASK][MASK][MASK]新闻。", 3),  # 2 labels padded, 1 short
+    # truncation to 20 tokens: the field loses its end, pattern text and slot stay
+    ("tnews", 0, {"title": "很长的标题" * 6}, "很长的标题很长的标。这是[MASK][MASK][MASK]新闻。", 3),
+    # both fields too long: the longer is cut until level, then they shrink in turn (7 + 7 of 30 + 10)
+    ("ocnli", 0, {"premise": "甲" * 30, "hypothesis": "乙" * 10}, "甲甲甲甲甲甲甲？[MASK][MASK]，乙乙乙乙乙乙乙", 2),
+]
 
 
 def oracle_scores(model_dir, text: str, words: list[str], slot_len: int) -> list[float]:
@@ -45,11 +52,11 @@ def oracle_scores(model_dir, text: str, words: list[str], slot_len: int) -> list
     with torch.no_grad():
         logp = mlm(**enc).logits[0].log_softmax(-1)
     positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
-    assert len(positions) == slot_len
+    assert len(positions) == slot_len and positions == list(range(positions[0], positions[0] + slot_len))
     scores = []
     for w in words:
         ids = tok(w, add_special_tokens=False)["input_ids"]
-        ids = ids + [tok.pad_token_id] * (slot_len - len(ids))
+        ids = ids + [tok.pad_token_id] * (slot_len - len(ids))  # the documented padding rule
         scores.append(sum(logp[p, i].item() for p, i in zip(positions, ids)))
     return scores
 
@@ -76,34 +83,31 @@ def test_declared_slot_shorter_than_a_word_is_refused(tiny):
 
 def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny):
     tok, mlm = tiny
-    enc = ClozeEncoder(tok, patterns(), max_length=128)
+    enc = ClozeFeaturizer(tok, patterns(), max_length=MAX_LENGTH)
     model = ClozeModel(mlm, *enc.label_tensors()).eval()
-    exs = examples()
-    feats = [f for t in exs for f in enc.encode(exs[t])]
+    feats = []
+    for i, (task, k, fields, _, _) in enumerate(CASES):
+        f = enc.encode([Example(task, str(i), fields, None)], with_labels=False)[k]
+        feats.append(f)
     assert len({len(f.input_ids) for f in feats}) > 2  # a mixed batch really needs padding
     ours = score_features(model, feats, batch_size=4, pad_id=tok.pad_token_id, pad_to_multiple_of=8,
                           precision="fp32", device=torch.device("cpu"))
-    checked = 0
-    for t, task_exs in exs.items():
-        for f in (f for f in feats if enc.tasks[f.task] == t):
-            pattern = enc.patterns[f.pattern]
-            words = list(pattern.verbalizer.values())
-            text = enc.text(pattern.render(task_exs[f.example]), f.pattern)
-            expected = oracle_scores(tiny_dir, text, words, enc.words[f.pattern].slot_len)
-            got = ours[feats.index(f), : len(words)]
-            assert torch.allclose(got, torch.tensor(expected), atol=1e-4), (t, text)
-            assert (ours[feats.index(f), len(words):] <= -1e8).all()  # labels the task lacks never win
-            checked += 1
-    assert checked == len(feats) == 3 * 2 + 3 + 3
+    for row, (f, (task, _, _, text, slot_len)) in enumerate(zip(feats, CASES)):
+        assert list(f.input_ids) == tok(text)["input_ids"], (text, tok.decode(list(f.input_ids)))
+        words = list(enc.patterns[f.pattern].verbalizer.values())
+        expected = oracle_scores(tiny_dir, text, words, slot_len)
+        assert torch.allclose(ours[row, : len(words)], torch.tensor(expected), atol=1e-4), text
+        assert (ours[row, len(words):] <= -1e8).all()  # labels the task lacks never win
 
 
 def test_full_forward_fallback_gives_the_same_scores(tiny):
     tok, mlm = tiny
-    enc = ClozeEncoder(tok, patterns(), max_length=128)
+    enc = ClozeFeaturizer(tok, patterns(), max_length=MAX_LENGTH)
     fast = ClozeModel(mlm, *enc.label_tensors()).eval()
     slow = ClozeModel(mlm, *enc.label_tensors()).eval()
     slow.head = None
-    batch = collate([f for t, e in examples().items() for f in enc.encode(e)], tok.pad_token_id)
+    exs = [Example(task, str(i), fields, None) for i, (task, _, fields, _, _) in enumerate(CASES)]
+    batch = collate([f for e in exs for f in enc.encode([e])], tok.pad_token_id, 1)
     with torch.no_grad():
         assert torch.allclose(fast(**batch), slow(**batch), atol=1e-5)
 
@@ -116,11 +120,10 @@ def test_pattern_ensemble_averages_an_examples_pattern_scores():
     assert torch.equal(example_scores(feats, scores, 2), torch.tensor([[-1.0, -1.0], [-1.0, -2.0]]))
 
 
-def test_loss_is_cross_entropy_over_the_tasks_own_labels():
-    scores = torch.tensor([[-1.0, -2.0, -1e9], [-0.5, -3.0, -0.7]])
+def test_loss_is_cross_entropy_over_the_tasks_own_labels_weighted_by_task():
+    scores = torch.tensor([[-1.0, -2.0, -1e9], [0.0, -1e9, 0.0]])  # row 0: a 2-label task, row 1: labels 0 and 2
     labels = torch.tensor([0, 2])
-    ce = torch.nn.functional.cross_entropy(scores, labels, reduction="none")
-    assert torch.isclose(ce[0], torch.log1p(torch.exp(torch.tensor(-1.0))))  # the padded label has probability 0
-    assert torch.isclose(label_loss(scores, labels), ce.mean())
-    w = torch.tensor([1.0, 3.0])
-    assert torch.isclose(label_loss(scores, labels, w), (ce[0] + 3 * ce[1]) / 4)
+    row0 = math.log1p(math.exp(-1.0))  # -log(e^-1 / (e^-1 + e^-2)); the padded label has probability 0
+    row1 = math.log(2.0)  # two equal scores
+    assert label_loss(scores, labels).item() == pytest.approx((row0 + row1) / 2, abs=1e-6)
+    assert label_loss(scores, labels, torch.tensor([1.0, 3.0])).item() == pytest.approx((row0 + 3 * row1) / 4, abs=1e-6)

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from pet_mtl.checkpoint import load_checkpoint
-from pet_mtl.engine import Trainer, score_features
+from pet_mtl.inference import score_features
+from pet_mtl.trainer import Trainer
 from pet_mtl.errors import CheckpointError, ConfigError, DataError
-from pet_mtl.features import ClozeEncoder
-from pet_mtl.model import ClozeModel
+from pet_mtl.features import ClozeFeaturizer
+from pet_mtl.methods.cloze import ClozeModel
 from pet_mtl.submission import write_submission
 from pet_mtl.tasks import TASKS
 
@@ -25,14 +26,14 @@ def trained(tiny_dir, synthetic_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     cfg = make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=3e-3", "train.epochs=12",
                    "train.batch_size=16", "train.eval_every=40", "train.progress=false", "data.val_size=0.25",
-                   "train.predict_splits=[a]", "train.warmup_ratio=0.1")
+                   "train.predict_splits=[]", "train.warmup_ratio=0.1")
     trainer = Trainer(cfg, run)
     trainer.fit()
     return trainer
 
 
 def test_training_lowers_the_loss_and_learns_every_task(trained):
-    h = trained.history
+    h = trained.state.history
     assert h[0]["train_loss"] > 3 * h[-1]["train_loss"]
     chance = {t: 1 / TASKS[t].num_labels for t in TASKS}
     for task, s in h[-1]["tasks"].items():
@@ -46,21 +47,21 @@ def test_checkpoint_is_self_contained_and_round_trips(trained):
     last = trained.run_dir / "checkpoint-last"
     ckpt, tok, mlm, meta, patterns = load_checkpoint(last)
     assert meta["tasks"] == {t: {"labels": list(TASKS[t].labels)} for t in TASKS}
-    assert [p.name for ps in patterns.values() for p in ps] == [p.name for p in trained.encoder.patterns]
+    assert [p.name for ps in patterns.values() for p in ps] == [p.name for p in trained.featurizer.patterns]
     assert (last / "config.yaml").is_file() and (last / "model" / "model.safetensors").is_file()
     assert not [p for p in last.rglob("*") if p.suffix in (".bin", ".pt", ".pkl")]
-    enc = ClozeEncoder(tok, patterns, meta["max_length"])
+    enc = ClozeFeaturizer(tok, patterns, meta["max_length"])
     val = trained.data["tnews"].val
     feats = enc.encode(val)
-    assert feats == trained.encoder.encode(val)
+    assert feats == trained.featurizer.encode(val)
     args = dict(batch_size=8, pad_id=tok.pad_token_id, pad_to_multiple_of=8, precision="fp32", device=torch.device("cpu"))
     reloaded = score_features(ClozeModel(mlm, *enc.label_tensors()), feats, **args)
     assert torch.allclose(reloaded, score_features(trained.model, feats, **args), atol=1e-5)
     best = json.loads((trained.run_dir / "checkpoint-best" / "pet_mtl.json").read_text())
-    assert best["metrics"]["score"] == max(e["score"] for e in trained.history)
+    assert best["metrics"]["score"] == max(e["score"] for e in trained.state.history)
 
 
-def test_training_run_wrote_a_submission_and_predict_recovers_the_labels(trained, synthetic_dir, tmp_path):
+def test_submission_from_the_trained_checkpoint_keeps_ids_and_recovers_the_labels(trained, synthetic_dir, tmp_path):
     out = tmp_path / "sub"
     zip_path = write_submission(trained.run_dir, synthetic_dir, "a", out)
     assert zip_path == out / "submit.zip"

@@ -1,78 +1,43 @@
 """The registry of ways to share one model across tasks, chosen by `method=` in the config.
 
-A method is an output style (how a batch becomes label scores) plus, optionally, conditional LayerNorm:
+  method    featurizer        scorer                 task signal to the encoder
+  pet       cloze (patterns)  MLM head at the slot   the pattern text
+  heads     plain text        a classifier per task  none (each task's own head on [CLS])
+  cln       plain text        a classifier per task  a task embedding through conditional LayerNorm
+  pet_cln   cloze (patterns)  MLM head at the slot   the pattern text and conditional LayerNorm
 
-  method    output   task signal to the encoder
-  pet       cloze    the pattern text (the MLM head fills the slot with a label word)
-  heads     heads    none (each task's own classifier on [CLS])
-  cln       heads    a task embedding through conditional LayerNorm
-  pet_cln   cloze    the pattern text and conditional LayerNorm
-
-Everything else (data, sampling, loop, evaluation, checkpoints, prediction) is shared. Adding a method means
-adding an entry to METHODS (and, for a new output style, an entry to OUTPUTS).
+The contract is in base.py: a `Method` is a featurizer factory (examples -> features) and a scorer factory
+(batch -> [B, C] label scores). Adding a method:
+  1. write pet_mtl/methods/<name>.py with a featurizer, a `Scorer` subclass and `NAME = Method("<name>", ...)`;
+  2. add it to the `register(...)` line below.
+Nothing else changes: `build_scorer` is the one place that wires patterns -> featurizer -> model, for training,
+checkpoint loading and the benchmarks alike (tests/test_methods.py registers a toy method to prove it).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
 from ..errors import ConfigError
-from ..features import ClozeEncoder
-from ..model import ClozeModel, Scorer
 from ..patterns import Pattern
-from .cln import TaskLayerNorm
-from .heads import HeadsModel, TextEncoder
+from .base import Featurizer, Method, MethodOptions, Scorer, label_loss
+from .cln import CLN, PET_CLN
+from .cloze import PET
+from .heads import HEADS
+
+METHODS: dict[str, Method] = {}
 
 
-@dataclass(frozen=True)
-class Output:
-    """How examples become features and features become label scores."""
-
-    uses_patterns: bool
-    encoder: Callable[..., object]  # (tokenizer, patterns by task, tasks, max_length) -> encoder
-    model: Callable[..., Scorer]  # (mlm, encoder) -> Scorer
+def register(*methods: Method) -> None:
+    for m in methods:
+        if m.name in METHODS and METHODS[m.name] is not m:
+            raise ValueError(f"method {m.name!r} is registered already")
+        METHODS[m.name] = m
 
 
-OUTPUTS: dict[str, Output] = {
-    "cloze": Output(True, lambda tok, patterns, tasks, max_length: ClozeEncoder(tok, patterns, max_length),
-                    lambda mlm, enc: ClozeModel(mlm, *enc.label_tensors())),
-    "heads": Output(False, lambda tok, patterns, tasks, max_length: TextEncoder(tok, tasks, max_length),
-                    lambda mlm, enc: HeadsModel(mlm, enc.tasks)),
-}
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    output: str
-    cln: bool
-    summary: str
-
-    @property
-    def uses_patterns(self) -> bool:
-        return OUTPUTS[self.output].uses_patterns
-
-    def encoder(self, tokenizer, patterns: dict[str, list[Pattern]], tasks: Sequence[str], max_length: int):
-        return OUTPUTS[self.output].encoder(tokenizer, patterns, list(tasks), max_length)
-
-    def model(self, mlm: nn.Module, encoder, cln_dim: int) -> Scorer:
-        model = OUTPUTS[self.output].model(mlm, encoder)
-        if self.cln:
-            model.conditioning = TaskLayerNorm(mlm.base_model, len(encoder.tasks), cln_dim)
-        return model
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("pet", "cloze", False, "pattern cloze answered by the MLM head"),
-        Method("heads", "heads", False, "shared encoder, one classifier per task, loss masked by task"),
-        Method("cln", "heads", True, "per-task heads plus conditional LayerNorm from a task embedding"),
-        Method("pet_cln", "cloze", True, "pattern cloze plus conditional LayerNorm"),
-    )
-}
+register(PET, HEADS, CLN, PET_CLN)
 
 
 def get_method(name: str) -> Method:
@@ -80,3 +45,20 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ConfigError(f"method={name!r}: expected one of {', '.join(METHODS)} (pet_mtl/methods)") from None
+
+
+def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns: Mapping[str, list[Pattern]],
+                 tasks: list[str], max_length: int, options: MethodOptions = MethodOptions()
+                 ) -> tuple[Featurizer, Scorer]:
+    """(featurizer, model) of a method for these tasks; `patterns` may be empty for methods that use none."""
+    m = get_method(method) if isinstance(method, str) else method
+    if m.uses_patterns:
+        missing = [t for t in tasks if not patterns.get(t)]
+        if missing:
+            raise ConfigError(f"method={m.name} needs a pattern for every task; none for {', '.join(missing)}")
+    featurizer = m.featurizer(tokenizer, patterns, list(tasks), max_length)
+    return featurizer, m.scorer(mlm, featurizer, options)
+
+
+__all__ = ["METHODS", "Featurizer", "Method", "MethodOptions", "Scorer", "build_scorer", "get_method", "label_loss",
+           "register"]

@@ -6,7 +6,8 @@ one (the offsets add exact zeros), and the task signal is learned from there.
 
 The LayerNorms are patched with forward hooks, not replaced: the backbone keeps its own modules, class and
 state-dict keys, so any transformers BERT-family model works unmodified, `save_pretrained` still writes a plain
-backbone, and the conditioning's parameters live (and are saved) beside it.
+backbone, and the conditioning's parameters live (and are saved) beside it. `conditioned(scorer)` adds it to any
+output style: method=cln is heads + CLN, method=pet_cln the cloze + CLN.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .base import Featurizer, Method, MethodOptions, Scorer, ScorerFactory
+from .cloze import cloze_featurizer, cloze_scorer
+from .heads import heads_scorer, text_featurizer
 
 
 class TaskLayerNorm(nn.Module):
@@ -55,3 +59,21 @@ class TaskLayerNorm(nn.Module):
             return output + normed * dg.to(normed.dtype) + db.to(normed.dtype)
 
         return hook
+
+
+def conditioned(scorer: ScorerFactory) -> ScorerFactory:
+    """The same scorer with every LayerNorm of its encoder conditioned on the row's task."""
+
+    def conditioned_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> Scorer:
+        model = scorer(mlm, featurizer, options)
+        model.conditioning = TaskLayerNorm(mlm.base_model, len(featurizer.tasks), options.cln_dim)
+        return model
+
+    conditioned_scorer.__qualname__ = f"conditioned({scorer.__qualname__})"
+    return conditioned_scorer
+
+
+CLN = Method("cln", "per-task heads plus conditional LayerNorm from a task embedding", text_featurizer,
+             conditioned(heads_scorer), uses_patterns=False, sparse_gradients=True)
+PET_CLN = Method("pet_cln", "pattern cloze plus conditional LayerNorm", cloze_featurizer, conditioned(cloze_scorer),
+                 uses_patterns=True)

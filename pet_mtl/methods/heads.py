@@ -1,4 +1,4 @@
-"""The classic multi-task baseline: shared encoder, one linear classifier per task on the [CLS] state.
+"""The classic multi-task baseline: shared encoder, one linear classifier per task on the [CLS] state (method=heads).
 
 Input is the task's plain text (a sentence pair for OCNLI), no pattern: the model learns which task a row is only
 through which head scores it. Each row is scored by its own task's head alone, so a row's loss reaches only that
@@ -6,7 +6,8 @@ head (loss masking by task), and the heads of tasks absent from a batch get no g
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,21 +15,21 @@ from torch import nn
 from ..data import Example
 from ..errors import ConfigError
 from ..features import Feature
-from ..model import NEG, Scorer
+from ..patterns import Pattern
 from ..tasks import get_task
+from .base import NEG, Featurizer, Method, MethodOptions, Scorer
 
 
-class TextEncoder:
-    """Examples to `Feature`s of their plain text; the task's index stands in for the pattern (one view per task)."""
+class TextFeaturizer:
+    """Examples to `Feature`s of their plain text, one feature per example; no slot (slot_len 0)."""
 
     def __init__(self, tokenizer, tasks: Sequence[str], max_length: int):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.tasks = list(tasks)
-        self.patterns: list = []
         for t in self.tasks:
             if len(get_task(t).fields) > 2:
-                raise ConfigError(f"method heads encodes one text or a pair; task {t} has {get_task(t).fields}")
+                raise ConfigError(f"a plain-text method encodes one text or a pair; task {t} has {get_task(t).fields}")
 
     def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]:
         if not examples:
@@ -62,3 +63,16 @@ class HeadsModel(Scorer):
             logits = self.heads[self.tasks[t]](cls[rows]).float()
             out = out.index_put((rows[:, None], torch.arange(logits.size(1), device=cls.device)[None]), logits)
         return out
+
+
+def text_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
+                    max_length: int) -> TextFeaturizer:
+    return TextFeaturizer(tokenizer, tasks, max_length)
+
+
+def heads_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> HeadsModel:
+    return HeadsModel(mlm, featurizer.tasks)
+
+
+HEADS = Method("heads", "shared encoder, one classifier per task, loss masked by task", text_featurizer,
+               heads_scorer, uses_patterns=False, sparse_gradients=True)

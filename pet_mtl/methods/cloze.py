@@ -1,4 +1,4 @@
-"""The PET scorer: one masked LM answers every task through its own MLM head.
+"""PET's output style: one masked LM answers every task through its own MLM head (method=pet).
 
 Label score = joint log-probability of the label's (padded) verbalizer tokens at the slot positions: the sum
 over slot positions of log-softmax over the full vocabulary. The encoder runs on the whole sequence, but the
@@ -8,13 +8,15 @@ MLM head (transform + vocabulary projection) runs only on the slot positions: fo
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Mapping
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-NEG = -1e9  # score of labels a task does not have (multi-task batches pad the label axis)
+from ..features import ClozeFeaturizer
+from ..patterns import Pattern
+from .base import NEG, Featurizer, Method, MethodOptions, Scorer
 
 
 def mlm_head(mlm: nn.Module) -> nn.Module | None:
@@ -27,35 +29,6 @@ def mlm_head(mlm: nn.Module) -> nn.Module | None:
     base = getattr(mlm, "base_model_prefix", None)
     heads = [m for name, m in mlm.named_children() if name != base and any(x is out for x in m.modules())]
     return heads[0] if len(heads) == 1 else None
-
-
-class Scorer(nn.Module):
-    """What every method's model is: a masked LM (`self.mlm`, saved with save_pretrained) plus method-specific
-    parameters (heads, task conditioning), mapping a collated batch to [B, C] label scores, C = the most labels
-    any task has; a task's missing labels score NEG, so one cross-entropy serves every task in a mixed batch.
-
-    `conditioning` (None, or a module with `.on(task)`, see methods/cln.py) is applied around the forward, so
-    conditional LayerNorm combines with any output style.
-    """
-
-    max_labels: int
-
-    def __init__(self, mlm: nn.Module):
-        super().__init__()
-        self.mlm = mlm
-        self.conditioning: nn.Module | None = None
-
-    def forward(self, input_ids, attention_mask, slot_positions, pattern, task, **_) -> torch.Tensor:
-        with self.conditioning.on(task) if self.conditioning is not None else nullcontext():
-            return self.scores(input_ids, attention_mask, slot_positions, pattern, task)
-
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
-        raise NotImplementedError
-
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        """The parameters that are not the masked LM's (they go to method.safetensors in a checkpoint)."""
-        own = {id(t) for t in self.mlm.state_dict(keep_vars=True).values()}
-        return {k: v for k, v in self.state_dict(keep_vars=True).items() if id(v) not in own}
 
 
 class ClozeModel(Scorer):
@@ -86,9 +59,14 @@ class ClozeModel(Scorer):
         return scores.masked_fill(~self.label_mask[pattern], NEG)
 
 
-def label_loss(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy over each example's own task's labels, optionally weighted per example (task weights)."""
-    ce = F.cross_entropy(scores, labels, reduction="none")
-    if weights is None:
-        return ce.mean()
-    return (ce * weights).sum() / weights.sum()
+def cloze_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
+                     max_length: int) -> ClozeFeaturizer:
+    return ClozeFeaturizer(tokenizer, {t: patterns[t] for t in tasks}, max_length)
+
+
+def cloze_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> ClozeModel:
+    assert isinstance(featurizer, ClozeFeaturizer), "the cloze scorer reads the cloze featurizer's label words"
+    return ClozeModel(mlm, *featurizer.label_tensors())
+
+
+PET = Method("pet", "pattern cloze answered by the MLM head", cloze_featurizer, cloze_scorer, uses_patterns=True)

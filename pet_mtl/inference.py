@@ -1,0 +1,110 @@
+"""Inference: features in, label scores out; then labels, per-task metrics. The one scoring path.
+
+Training (evaluation during a run), prediction, submissions and the benchmarks all score through here, so every
+prediction is computed the way the scoring oracle (tests/test_scoring.py) checks. Nothing here trains.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .data import Example
+from .distributed import Dist
+from .errors import ConfigError
+from .features import Feature, collate
+from .methods import Featurizer, Scorer
+from .metrics import classification_scores, competition_score
+from .tasks import get_task
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, precision: str):
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def pad_multiple(configured: int | None, precision: str, device: torch.device) -> int:
+    """Resolve the configured `pad_to_multiple_of` (None = auto) to the multiple batches are padded to: 8 where
+    shapes cost (bf16 autocast builds kernels per shape, GPUs want multiples of 8), else 1: in fp32 on the CPU,
+    padding to the batch's longest is 7% faster than to a multiple of 8 and 15% faster than 16
+    (benchmarks/RESULTS.md). Everything past the config takes the resolved integer."""
+    if configured is not None:
+        return configured
+    return 8 if precision != "fp32" or device.type != "cpu" else 1
+
+
+@torch.inference_mode()
+def score_features(model: Scorer, features: Sequence[Feature], batch_size: int, pad_id: int,
+                   pad_to_multiple_of: int, precision: str, device: torch.device, dist: Dist | None = None) -> torch.Tensor:
+    """[N, C] label scores in input order; batches are formed from length-sorted features to cut padding, and
+    under torchrun each rank scores every world-th batch and the results are gathered."""
+    dist = dist or Dist()
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    mine = []
+    for idx in batches[dist.rank::dist.world]:
+        batch = collate([features[i] for i in idx], pad_id, pad_to_multiple_of)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            mine.append((idx, model(**batch).float().cpu()))
+    out = torch.empty(len(features), model.max_labels)
+    for part in dist.gather(mine):
+        for idx, scores in part:
+            out[idx] = scores
+    model.train(was_training)
+    return out
+
+
+def example_scores(features: Sequence[Feature], scores: torch.Tensor, n_examples: int) -> torch.Tensor:
+    """Average each example's label scores over its features (the patterns it was rendered with: the ensemble)."""
+    total = torch.zeros(n_examples, scores.size(1))
+    count = torch.zeros(n_examples, 1)
+    ex = torch.tensor([f.example for f in features])
+    total.index_add_(0, ex, scores)
+    count.index_add_(0, ex, torch.ones(len(features), 1))
+    return total / count
+
+
+def score_predictions(examples: Sequence[Example], preds: Sequence[int]) -> dict[str, float]:
+    """Macro-F1 and accuracy of one task's label indices against the examples' own labels."""
+    task = get_task(examples[0].task)
+    return classification_scores(list(preds), [task.label_index(e.label) for e in examples])
+
+
+@dataclass
+class Predictor:
+    """A method's featurizer and model on a device, with the batch settings to run them: examples in, label scores,
+    labels or metrics out. `pad_to_multiple_of` is the resolved multiple (see `pad_multiple`)."""
+
+    featurizer: Featurizer
+    model: Scorer
+    batch_size: int = 128
+    precision: str = "fp32"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    pad_to_multiple_of: int = 1
+    dist: Dist = field(default_factory=Dist)
+
+    def scores(self, examples: Sequence[Example]) -> torch.Tensor:
+        """[N, labels of the task] scores of one task's examples, in input order (averaged over patterns)."""
+        feats = self.featurizer.encode(examples, with_labels=False)
+        scores = score_features(self.model, feats, self.batch_size, self.featurizer.tokenizer.pad_token_id,
+                                self.pad_to_multiple_of, self.precision, self.device, self.dist)
+        return example_scores(feats, scores, len(examples))[:, :get_task(examples[0].task).num_labels]
+
+    def predict(self, examples: Sequence[Example]) -> list[int]:
+        """Label indices of one task's examples, in input order."""
+        return self.scores(examples).argmax(-1).tolist()
+
+    def evaluate(self, sets: Mapping[str, Sequence[Example]]) -> dict[str, Any]:
+        """Per-task macro-F1 and accuracy of labelled examples, and the competition score (their mean)."""
+        per_task = {name: score_predictions(examples, self.predict(examples)) for name, examples in sets.items()}
+        return {"tasks": per_task, "score": competition_score(per_task)}

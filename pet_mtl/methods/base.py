@@ -1,0 +1,101 @@
+"""The method contract: what every way of sharing one model across tasks provides, and nothing more.
+
+A method is two factories:
+  featurizer(tokenizer, patterns, tasks, max_length) -> Featurizer   examples -> `Feature`s
+  scorer(mlm, featurizer, options) -> Scorer                        collated batch -> [B, C] label scores
+Everything else (data, sampling, the training loop, evaluation, checkpoints, prediction) is shared and calls only
+these. Scores are logits over the most labels any task has (C); a task's missing labels score NEG, so one
+cross-entropy (`label_loss`) trains every task in a mixed batch and an argmax over a task's own labels predicts.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Example
+from ..features import Feature
+from ..patterns import Pattern
+
+NEG = -1e9  # score of labels a task does not have (multi-task batches pad the label axis)
+
+
+@runtime_checkable
+class Featurizer(Protocol):
+    """Turns one task's examples into features; `Feature.example` indexes the examples list, and a method may give
+    an example several features (one per pattern) whose scores inference averages."""
+
+    tokenizer: Any
+    tasks: list[str]
+    max_length: int
+
+    def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]: ...
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Method settings that shape parameters, so a checkpoint must record them to rebuild its model."""
+
+    #: size of the task embedding that drives conditional LayerNorm (methods with cln)
+    cln_dim: int = 32
+
+
+class Scorer(nn.Module):
+    """What every method's model is: a masked LM (`self.mlm`, saved with save_pretrained as a plain backbone) plus
+    method-specific parameters (heads, task conditioning: saved beside it), mapping a collated batch to [B, C]
+    label scores. `conditioning` (None, or a module with `.on(task)`, see cln.py) wraps every forward, so
+    conditional LayerNorm combines with any output style."""
+
+    max_labels: int
+
+    def __init__(self, mlm: nn.Module):
+        super().__init__()
+        self.mlm = mlm
+        self.conditioning: nn.Module | None = None
+
+    def forward(self, input_ids, attention_mask, slot_positions, pattern, task, **_) -> torch.Tensor:
+        with self.conditioning.on(task) if self.conditioning is not None else nullcontext():
+            return self.scores(input_ids, attention_mask, slot_positions, pattern, task)
+
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The parameters that are not the masked LM's (they go to method.safetensors in a checkpoint)."""
+        own = {id(t) for t in self.mlm.state_dict(keep_vars=True).values()}
+        return {k: v for k, v in self.state_dict(keep_vars=True).items() if id(v) not in own}
+
+
+class FeaturizerFactory(Protocol):
+    def __call__(self, tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
+                 max_length: int) -> Featurizer: ...
+
+
+class ScorerFactory(Protocol):
+    def __call__(self, mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> Scorer: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    featurizer: FeaturizerFactory
+    scorer: ScorerFactory
+    #: load and validate the run's pattern set (methods that read plain text skip it, so no pattern can block them)
+    uses_patterns: bool
+    #: some parameters get no gradient in some steps (heads of tasks absent from a batch, an unused MLM head):
+    #: DistributedDataParallel must then look for them
+    sparse_gradients: bool = False
+
+
+def label_loss(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over each example's own task's labels, optionally weighted per example (task weights)."""
+    ce = F.cross_entropy(scores, labels, reduction="none")
+    if weights is None:
+        return ce.mean()
+    return (ce * weights).sum() / weights.sum()

@@ -1,0 +1,297 @@
+"""The training loop: features in, checkpoints and metrics.json out. Training only: scoring lives in inference.py.
+
+One `Trainer` owns a run directory. It evaluates every `train.eval_every` optimizer steps and at the end, appends
+to metrics.json, keeps `checkpoint-best` (highest mean macro-F1) and `checkpoint-last` (with the optimizer,
+scheduler, RNG states and the `TrainState`, so `train.resume=true` continues exactly where the run stopped).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from . import checkpoint as ckpt_io
+from .backbone import build_tiny, load_pretrained
+from .config import Config
+from .config import check as check_config
+from .distributed import Dist
+from .errors import ConfigError
+from .features import Feature, collate
+from .inference import Predictor, autocast, pad_multiple
+from .methods import MethodOptions, build_scorer, get_method, label_loss
+from .optim import build_optimizer, warmup_linear
+from .patterns import PATTERNS_ROOT, load_pattern_set
+from .regimes import load_task_data
+from .resources import data_dir
+from .sampling import MultiTaskBatches
+from .tasks import get_task
+
+log = logging.getLogger("pet_mtl")
+
+
+@dataclass
+class TrainState:
+    """Everything about a run's progress that must survive a kill, beside the tensors (weights, optimizer moments,
+    RNG states). Saved and restored whole, in one place (`Trainer._save` / `Trainer._resume`): a new counter is a
+    new field here, and resume carries it without further code."""
+
+    step: int = 0  # optimizer steps done
+    micro: int = 0  # batches consumed: the position in the (deterministic) epoch stream
+    best: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # of the earlier processes of this run (a resumed run adds its own)
+    examples_seen: int = 0
+    losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
+    world: int = 1  # processes that wrote it: a resume must use as many
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "TrainState":
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg = cfg
+        self.started = time.time()
+        self.dist = Dist.from_env(cfg.train.device.split(":")[0])
+        if not self.dist.main:
+            log.setLevel(logging.WARNING)
+        self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = self.dist.device(cfg.train.device)
+        check_config(cfg)
+        self.method = get_method(cfg.method)
+        tr = cfg.train
+        if tr.num_threads:
+            torch.set_num_threads(tr.num_threads)
+        torch.manual_seed(cfg.seed)
+        self.patterns = {}
+        if self.method.uses_patterns:  # a method that reads plain text is never blocked by a pattern file
+            patterns = OmegaConf.to_container(cfg.patterns) if OmegaConf.is_config(cfg.patterns) else cfg.patterns
+            self.patterns = load_pattern_set(patterns, cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
+        self.data = load_task_data(cfg)
+        self.tokenizer, mlm = self._backbone()
+        self.options = MethodOptions(cln_dim=cfg.model.cln_dim)
+        self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
+                                              cfg.model.max_length, self.options)
+        self.model = model.to(self.device)
+        self.ddp = self.dist.wrap(self.model, self.device, find_unused_parameters=self.method.sparse_gradients)
+        self.features, items = self._training_features()
+        self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.featurizer.tasks])
+        self.batches = MultiTaskBatches(items, [len(f.input_ids) for f in self.features], tr.batch_size,
+                                        tr.sampling, tr.temperature, cfg.seed, tr.group_by_length)
+        per_step = tr.grad_accum * self.dist.world
+        self.total_steps = tr.max_steps or max(1, math.ceil(tr.epochs * len(self.batches) / per_step))
+        self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay)
+        self.scheduler = warmup_linear(self.optimizer, self.total_steps, tr.warmup_ratio)
+        self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
+        self.state = TrainState(world=self.dist.world)
+        self._epoch_of: int | None = None  # which epoch's batch list _epoch_batches holds
+        self._epoch_batches: list[list[int]] = []
+
+    def _backbone(self):
+        cfg = self.cfg
+        if cfg.model.path is not None:
+            return load_pretrained(cfg.model.path, cfg.model.trust_pickle)
+        texts = [v for d in self.data.values() for e in d.train + d.val for v in e.fields.values()]
+        for p in (p for ps in self.patterns.values() for p in ps):
+            texts += [p.source, *p.verbalizer.values()]
+        tiny = cfg.model.tiny
+        return build_tiny(self.run_dir / "tiny-backbone", texts, tiny.hidden, tiny.layers, tiny.heads, seed=cfg.seed)
+
+    def _training_features(self) -> tuple[list[Feature], dict[str, list[int]]]:
+        """All training features, and which of them belong to each task."""
+        t0 = time.time()
+        features: list[Feature] = []
+        items: dict[str, list[int]] = {}
+        for name, d in self.data.items():
+            feats = self.featurizer.encode(d.train)
+            items[name] = list(range(len(features), len(features) + len(feats)))
+            features.extend(feats)
+        log.info("encoded %d training features in %.1fs (%s)", len(features), time.time() - t0,
+                 ", ".join(f"{t}: {len(v)}" for t, v in items.items()))
+        return features, items
+
+    def predictor(self, featurizer=None, model=None) -> Predictor:
+        """This run's featurizer and model (or a loaded checkpoint's), with the run's evaluation settings."""
+        tr = self.cfg.train
+        return Predictor(self.featurizer if featurizer is None else featurizer,
+                         self.model if model is None else model, tr.eval_batch_size, tr.precision, self.device,
+                         self.pad_multiple, self.dist)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def meta(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "method": self.method.name,
+            "method_options": dataclasses.asdict(self.options),
+            "tasks": {t: {"labels": list(get_task(t).labels)} for t in self.featurizer.tasks},
+            "patterns": [p.to_dict() for t in self.featurizer.tasks for p in self.patterns.get(t, [])],
+            "max_length": self.cfg.model.max_length,
+            "step": self.state.step,
+            "metrics": metrics,
+            "data_dir": str(data_dir(self.cfg.data.dir)),
+        }
+
+    def _save(self, name: str, metrics: dict[str, Any] | None, with_state: bool) -> None:
+        """Rank 0 writes; every rank's RNG state goes into the training state (dropout differs per rank)."""
+        state = None
+        if with_state:
+            rng_states = self.dist.gather(torch.get_rng_state())
+            tensors, opt_info = ckpt_io.optimizer_to_flat(self.optimizer)
+            tensors.update({f"rng.torch.{r}": t for r, t in enumerate(rng_states)})
+            progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
+            state = (tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
+                               "progress": progress.to_json()})
+        if self.dist.main:
+            ckpt_io.save_checkpoint(self.run_dir / name, self.model, self.tokenizer, self.meta(metrics),
+                                    OmegaConf.to_yaml(self.cfg, resolve=True), state)
+        self.dist.barrier()
+
+    def _resume(self) -> None:
+        last = self.run_dir / "checkpoint-last"
+        if not last.is_dir():
+            raise ConfigError(f"train.resume=true but {last} does not exist; run with hydra.run.dir=<the run to resume>")
+        tensors, saved = ckpt_io.load_train_state(last)
+        progress = TrainState.from_json(saved["progress"])
+        if progress.world != self.dist.world:
+            raise ConfigError(f"{last} was written by {progress.world} process(es); resume it with as many "
+                              f"(this run has {self.dist.world})")
+        ckpt_io.load_weights(self.model, last)
+        ckpt_io.optimizer_from_flat(self.optimizer, tensors, saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
+        self.state = progress  # its wall_seconds are the earlier processes'; this one's are added on saving
+        log.info("resumed from %s at step %d", last, self.state.step)
+
+    def _wall_seconds(self) -> float:
+        return self.state.wall_seconds + time.time() - self.started
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def _evaluate(self) -> dict[str, Any]:
+        st = self.state
+        t0 = time.time()
+        result = self.predictor().evaluate({t: d.val for t, d in self.data.items()})
+        entry = {"step": st.step, "epoch": round(st.micro / len(self.batches), 4),
+                 "train_loss": sum(st.losses) / len(st.losses) if st.losses else None, **result,
+                 "train_seconds": round(st.train_seconds, 2), "eval_seconds": round(time.time() - t0, 2),
+                 "train_examples_per_s": round(st.examples_seen / max(st.train_seconds, 1e-9), 1)}
+        st.history.append(entry)
+        st.losses = []
+        log.info("step %d | %s | mean macro-F1 %.4f", st.step,
+                 " | ".join(f"{t} F1 {s['macro_f1']:.4f} acc {s['accuracy']:.4f}" for t, s in result["tasks"].items()),
+                 result["score"])
+        if st.best is None or result["score"] > st.best:
+            st.best = result["score"]
+            self._save("checkpoint-best", entry, with_state=False)
+        self._save("checkpoint-last", entry, with_state=True)
+        self._write_metrics()
+        return entry
+
+    def _best_entry(self) -> dict[str, Any]:
+        return max(self.state.history, key=lambda e: e["score"])
+
+    def _write_metrics(self, held_out: dict[str, Any] | None = None, finished: bool = False) -> None:
+        """metrics.json, the run's source of truth (pet_mtl.report reads it): every evaluation, the best one,
+        checkpoint-best's score on the regime's held-out set where it has one, and the run's wall time."""
+        if not self.dist.main:
+            return
+        doc = {"method": self.method.name, "regime": self.cfg.data.regime, "seed": self.cfg.seed,
+               "finished": finished, "history": self.state.history, "best": self._best_entry(),
+               "held_out": held_out, "wall_seconds": round(self._wall_seconds(), 2)}
+        ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(doc, indent=1))
+
+    def _held_out(self) -> dict[str, Any]:
+        """Score checkpoint-best, freshly loaded from disk, once on the regime's held-out set (few-shot): model
+        selection never sees it. The trainer's own model keeps the last weights."""
+        _, _, featurizer, model = ckpt_io.load_scorer(self.run_dir / "checkpoint-best")
+        result = self.predictor(featurizer, model.to(self.device)).evaluate({t: d.held_out for t, d in self.data.items()})
+        log.info("held-out (checkpoint-best) | %s | mean macro-F1 %.4f",
+                 " | ".join(f"{t} F1 {s['macro_f1']:.4f}" for t, s in result["tasks"].items()), result["score"])
+        return {"step": self._best_entry()["step"], **result}
+
+    def _batch(self, index: int) -> list[Feature]:
+        """The index-th batch of the endless epoch stream (epochs are recomputed from the seed, so resumable)."""
+        epoch, pos = divmod(index, len(self.batches))
+        if self._epoch_of != epoch:
+            self._epoch_batches, self._epoch_of = self.batches.epoch(epoch), epoch
+        return [self.features[i] for i in self._epoch_batches[pos]]
+
+    def _train_step(self) -> tuple[float, int]:
+        """One optimizer step over grad_accum x world batches; (mean loss, examples) summed over ranks."""
+        tr = self.cfg.train
+        loss_sum, n_ex = 0.0, 0
+        weights = self.task_weight.to(self.device)
+        for k in range(tr.grad_accum):
+            feats = self._batch(self.state.micro + self.dist.rank)
+            self.state.micro += self.dist.world
+            batch = {key: v.to(self.device) for key, v in
+                     collate(feats, self.tokenizer.pad_token_id, self.pad_multiple).items()}
+            sync = self.ddp.no_sync() if self.ddp is not self.model and k < tr.grad_accum - 1 else nullcontext()
+            with sync:
+                with autocast(self.device, tr.precision):
+                    scores = self.ddp(**batch)
+                loss = label_loss(scores.float(), batch["labels"], weights[batch["task"]])
+                (loss / tr.grad_accum).backward()
+            loss_sum += loss.item() / tr.grad_accum
+            n_ex += len(feats)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, n_ex = self.dist.sum([loss_sum, n_ex])
+        return loss_sum / self.dist.world, int(n_ex)
+
+    def fit(self) -> dict[str, Any]:
+        tr, st = self.cfg.train, self.state
+        if tr.resume:
+            self._resume()
+            st = self.state
+        log.info("training %d steps (batch %d x accum %d x %d process(es), %d batches/epoch, sampling %s) on %s",
+                 self.total_steps, tr.batch_size, tr.grad_accum, self.dist.world, len(self.batches), tr.sampling,
+                 self.device)
+        bar = None
+        if tr.progress and self.dist.main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=st.step, desc="train", dynamic_ncols=True)
+        self.model.train()
+        loss_ema = None
+        while st.step < self.total_steps:
+            t0 = time.time()
+            loss, n_ex = self._train_step()
+            st.step += 1
+            st.train_seconds += time.time() - t0
+            st.examples_seen += n_ex
+            st.losses.append(loss)
+            loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+            speed = st.examples_seen / max(st.train_seconds, 1e-9)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", ex_s=f"{speed:.0f}")
+            elif tr.log_every and st.step % tr.log_every == 0:
+                log.info("step %d/%d loss %.4f lr %.2e %.0f ex/s", st.step, self.total_steps, loss_ema,
+                         self.scheduler.get_last_lr()[0], speed)
+            if (tr.eval_every and st.step % tr.eval_every == 0) or st.step == self.total_steps:
+                self._evaluate()
+        if bar is not None:
+            bar.close()
+        held_out = self._held_out() if all(d.held_out for d in self.data.values()) else None
+        self._write_metrics(held_out, finished=True)
+        return {"best": self._best_entry(), "last": st.history[-1], "held_out": held_out,
+                "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoint-best"),
+                "main": self.dist.main}
