@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -14,13 +15,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: what a source distribution holds (MANIFEST.in and the package)
+SOURCES = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "pet_mtl", "conf", "patterns", "examples/demo"]
 
 
 @pytest.mark.packaging
 def test_the_wheel_runs_the_demo_from_an_unrelated_directory(tmp_path):
+    # build from a clean copy of the sources: a build/ folder left in the checkout must not stand in for the build
+    source = tmp_path / "source"
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, source / name)
     dist = tmp_path / "dist"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(dist), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(dist), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(dist.glob("pet_mtl-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
