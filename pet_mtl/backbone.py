@@ -7,6 +7,7 @@ loaded back through `from_pretrained`, so it exercises exactly the code path a r
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Iterable
 
@@ -33,15 +34,50 @@ def refuse_pickles(directory: Path, trust_pickle: bool) -> None:
                               "trust its author")
 
 
-def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir: str | Path | None = None):
-    """(tokenizer, masked LM) from a local directory (the tokenizer may live in another), never from the hub."""
+#: weights a pretraining checkpoint may hold that a masked LM does not use (next-sentence head, pooler)
+UNUSED_PRETRAINING_WEIGHTS = (".seq_relationship.", "pooler.")
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir: str | Path | None = None,
+                    strict: bool = True, exact: bool = False):
+    """(tokenizer, masked LM) from a local directory (the tokenizer may live in another), never from the hub.
+
+    Verified, since transformers otherwise fills what is missing with random weights and only logs it: every
+    weight the model needs must be in the files with its shape, and (`exact`, for pet_mtl's own checkpoints)
+    nothing else may be; a backbone may carry the unused weights of pretraining heads. `strict=False` loads
+    whatever matches and logs the rest, for those who want it.
+    """
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"model.path={path} is not a directory; pass a local Hugging Face masked-LM directory "
                           "(nothing is downloaded)")
     refuse_pickles(path, trust_pickle)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
-    model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, use_safetensors=None if trust_pickle else True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
+    except Exception as e:  # a missing or corrupt tokenizer file; transformers raises many types
+        raise CheckpointError(tokenizer_dir or path, None, f"cannot load the tokenizer: {_first_line(e)}") from None
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                                           use_safetensors=None if trust_pickle else True)
+    except Exception as e:  # truncated safetensors, a config.json that does not parse, shapes that disagree...
+        raise CheckpointError(path, None, f"cannot load the masked LM: {_first_line(e)}") from None
+    unexpected = sorted(info["unexpected_keys"])
+    if not exact:
+        unexpected = [k for k in unexpected if not any(u in k for u in UNUSED_PRETRAINING_WEIGHTS)]
+    problems = [f"{what} {sorted(keys)[:4]}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
+                for what, keys in (("missing weights", sorted(info["missing_keys"])),
+                                   ("weights of another shape", [str(k) for k in info["mismatched_keys"]]),
+                                   ("weights the model does not have", unexpected)) if keys]
+    if problems:
+        message = ("the weights do not match config.json: " + "; ".join(problems) + ". transformers would fill "
+                   "missing weights with random values")
+        if strict:
+            raise CheckpointError(path, None, message + "; pass strict=false (model.strict=false) to load anyway")
+        logging.getLogger("pet_mtl").warning("%s: %s (strict=false: loaded anyway)", path, message)
     return tokenizer, model
 
 

@@ -14,6 +14,7 @@ the old checkpoint or the new one, never a half-written one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would make the result private to this user
         write(tmp)
         old = None
         if target.exists():
@@ -53,6 +55,16 @@ def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove the temporary siblings (`.<name>.tmp-*`, `.<name>.old-*`) that a process killed inside `atomic_dir`
+    left beside `target`; call it only while nothing else writes `target`."""
+    target = Path(target)
+    found = [p for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*") for p in target.parent.glob(pattern)]
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return found
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -79,8 +91,8 @@ def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config
         if extra:
             save_file({k: v.detach().contiguous() for k, v in extra.items()}, tmp / METHOD_STATE)
         tokenizer.save_pretrained(tmp / "tokenizer")
-        (tmp / META).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, ensure_ascii=False, indent=1),
-                                encoding="utf-8")
+        doc = {"format_version": FORMAT_VERSION, **meta, "special_tokens": special_tokens(tokenizer)}
+        (tmp / META).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         if train_state is not None:
             tensors, state = train_state
@@ -100,35 +112,65 @@ def resolve(path: str | Path) -> Path:
     raise CheckpointError(path, None, f"not a pet_mtl checkpoint (no {META}) nor a run directory with checkpoint-best/")
 
 
+#: what pet_mtl.json must hold, and of which type (other keys are informative)
+META_SCHEMA = {"method": str, "method_options": dict, "tasks": dict, "patterns": list, "max_length": int}
+SPECIAL_TOKENS = ("pad_token", "mask_token", "cls_token", "sep_token", "unk_token")
+
+
+def special_tokens(tokenizer) -> dict[str, list]:
+    """The tokenizer's special tokens and their ids: a checkpoint records them, and loading compares."""
+    return {name: [getattr(tokenizer, name), getattr(tokenizer, f"{name}_id")] for name in SPECIAL_TOKENS}
+
+
 def load_meta(ckpt: Path) -> dict[str, Any]:
+    path = ckpt / META
     try:
-        meta = json.loads((ckpt / META).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(ckpt / META, None, f"unreadable: {e}") from None
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(path, None, f"unreadable: {type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(path, None, "not a JSON object")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(ckpt / META, None, f"format_version {meta.get('format_version')} is not "
+        raise CheckpointError(path, None, f"format_version {meta.get('format_version')} is not "
                               f"{FORMAT_VERSION}; written by another pet_mtl version")
     meta.setdefault("method", "pet")  # checkpoints from before the methods registry
     meta.setdefault("method_options", {"cln_dim": meta.get("cln_dim", MethodOptions.cln_dim)})
+    for key, kind in META_SCHEMA.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise CheckpointError(path, None, f"{key!r} must be a {kind.__name__}, found {json.dumps(meta.get(key))[:80]}")
     try:
         get_method(meta["method"])
-    except ConfigError as e:
-        raise CheckpointError(ckpt / META, None, f"{e}; written by another pet_mtl version?") from None
-    for name, info in meta["tasks"].items():
-        if tuple(info["labels"]) != get_task(name).labels:
-            raise CheckpointError(ckpt / META, None, f"{name} label codes {info['labels']} differ from this "
-                                  f"pet_mtl's {list(get_task(name).labels)}")
+        method_options(meta)
+        for name, info in meta["tasks"].items():
+            if not isinstance(info, dict) or tuple(info.get("labels") or ()) != get_task(name).labels:
+                raise CheckpointError(path, None, f"{name} label codes {info} differ from this pet_mtl's "
+                                      f"{list(get_task(name).labels)}")
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(path, None, f"{e}; written by another pet_mtl version?") from None
     return meta
 
 
-def load_checkpoint(path: str | Path, trust_pickle: bool = False):
-    """(checkpoint dir, tokenizer, masked LM, meta, patterns by task)."""
+def load_checkpoint(path: str | Path, trust_pickle: bool = False, strict: bool = True):
+    """(checkpoint dir, tokenizer, masked LM, meta, patterns by task), verified: the weights are exactly those the
+    model needs, and the tokenizer's special tokens are the ones the checkpoint was trained with."""
     ckpt = resolve(path)
     refuse_pickles(ckpt, trust_pickle)
     meta = load_meta(ckpt)
-    tokenizer, mlm = load_pretrained(ckpt / "model", trust_pickle, tokenizer_dir=ckpt / "tokenizer")
+    tokenizer, mlm = load_pretrained(ckpt / "model", trust_pickle, tokenizer_dir=ckpt / "tokenizer", strict=strict,
+                                     exact=True)
+    recorded, found = meta.get("special_tokens"), special_tokens(tokenizer)
+    if recorded is not None and recorded != found:
+        changed = {k: f"{recorded.get(k)} -> {found[k]}" for k in found if recorded.get(k) != found[k]}
+        message = f"the tokenizer's special tokens differ from the ones the model was trained with: {changed}"
+        if strict:
+            raise CheckpointError(ckpt / "tokenizer", None, message + "; pass strict=false to load anyway")
+        logging.getLogger("pet_mtl").warning("%s (strict=false: loaded anyway)", message)
     patterns: dict[str, list[Pattern]] = {t: [] for t in meta["tasks"]}
-    for d in meta["patterns"]:
+    for i, d in enumerate(meta["patterns"]):
+        if not isinstance(d, dict) or d.get("task") not in patterns or not all(
+                isinstance(d.get(k), str) for k in ("name", "source")) or not isinstance(d.get("verbalizer"), dict):
+            raise CheckpointError(ckpt / META, None, f"patterns[{i}] is not a pattern of one of its tasks "
+                                  "({task, name, source, verbalizer})")
         patterns[d["task"]].append(Pattern.from_dict(d, str(ckpt / META)))
     return ckpt, tokenizer, mlm, meta, patterns
 
@@ -137,9 +179,9 @@ def method_options(meta: dict[str, Any]) -> MethodOptions:
     return MethodOptions(**meta.get("method_options", {}))
 
 
-def load_scorer(path: str | Path, trust_pickle: bool = False):
+def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = True):
     """(checkpoint dir, meta, featurizer, model): the method the checkpoint names, rebuilt with its weights."""
-    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, trust_pickle)
+    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, trust_pickle, strict)
     featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, list(meta["tasks"]),
                                      meta["max_length"], method_options(meta))
     load_method_state(model, ckpt)
@@ -155,13 +197,18 @@ def load_weights(model: Scorer, path: str | Path) -> None:
 
 def load_method_state(model, ckpt: Path) -> None:
     """Load method.safetensors into `model`; every non-backbone parameter must be there, and nothing else."""
-    expected = set(model.extra_state())
+    expected = {k: tuple(v.shape) for k, v in model.extra_state().items()}
     path = ckpt / METHOD_STATE
-    tensors = load_file(path) if path.is_file() else {}
-    if set(tensors) != expected:
-        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    try:
+        tensors = load_file(path) if path.is_file() else {}
+    except Exception as e:  # a truncated or corrupt file
+        raise CheckpointError(path, None, f"unreadable: {type(e).__name__}: {str(e)[:200]}") from None
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != expected:
+        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        shapes = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
         raise CheckpointError(path, None, f"method parameters do not match the model: missing {missing[:5]}, "
-                              f"unexpected {extra[:5]}")
+                              f"unexpected {extra[:5]}, other shape {shapes[:5]}")
     model.load_state_dict(tensors, strict=False)
 
 
@@ -169,7 +216,10 @@ def load_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     d = ckpt / "train_state"
     if not (d / "state.json").is_file():
         raise CheckpointError(d, None, "no training state to resume from")
-    return load_file(d / "tensors.safetensors"), json.loads((d / "state.json").read_text(encoding="utf-8"))
+    try:
+        return load_file(d / "tensors.safetensors"), json.loads((d / "state.json").read_text(encoding="utf-8"))
+    except Exception as e:  # truncated tensors, a state.json that does not parse
+        raise CheckpointError(d, None, f"unreadable training state: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -7,8 +7,9 @@ before anything is loaded, and the library reads `cfg.train.lr` with a known typ
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -37,6 +38,9 @@ class ModelConfig:
     max_length: int = 128
     #: allow .bin/.pt pickle files in model.path (they can execute code when loaded)
     trust_pickle: bool = False
+    #: refuse a model.path whose weight files lack weights the model needs or disagree with its config.json
+    #: (false: load anyway, with random values for what is missing, and warn)
+    strict: bool = True
     #: size of the task embedding that drives conditional LayerNorm (method=cln, pet_cln)
     cln_dim: int = 32
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -84,8 +88,9 @@ class TrainConfig:
     #: proportional | temperature | round_robin (pet_mtl/sampling.py)
     sampling: str = "proportional"
     temperature: float = 2.0
-    #: per-task loss weights, e.g. {ocemotion: 2.0}; tasks not named weigh 1
-    task_weights: Dict[str, float] = field(default_factory=dict)
+    #: per-task loss weights: train.task_weights.ocemotion=2.0 (every task is listed, so overriding one is a plain
+    #: override; a task missing from the map weighs 1)
+    task_weights: Dict[str, float] = field(default_factory=lambda: {"ocnli": 1.0, "ocemotion": 1.0, "tnews": 1.0})
     group_by_length: bool = True
     #: round padded lengths up to a multiple; null = auto (8 for bf16 or GPU, 1 for fp32 on CPU: the faster there)
     pad_to_multiple_of: Optional[int] = None
@@ -98,6 +103,8 @@ class TrainConfig:
     log_every: int = 100
     #: continue from <run dir>/checkpoint-last (run with hydra.run.dir=<that run dir>)
     resume: bool = False
+    #: keys a resumed run may change (e.g. [train.max_steps]); any other difference from the run is refused
+    resume_changes: List[str] = field(default_factory=list)
     #: torch threads; null = torch's default
     num_threads: Optional[int] = None
     #: after training, write a submission for these competition test files (a, b) with the best checkpoint
@@ -138,11 +145,16 @@ class PredictConfig:
     files: Dict[str, str] = field(default_factory=dict)
     #: the files carry labels: also score them (per-task macro-F1 and accuracy, written to eval.json)
     labelled: bool = False
-    #: where the three JSON files and submit.zip go; null = the Hydra run directory
+    #: where the JSON files and submit.zip go (the folder is replaced as a whole); null = beside the checkpoint:
+    #: <run dir>/predict-<split>, or predict-files for files=
     output_dir: Optional[str] = None
     batch_size: int = 128
     precision: str = "fp32"
     trust_pickle: bool = False
+    #: refuse a checkpoint whose weights or special tokens do not match what it records (false: load and warn)
+    strict: bool = True
+    #: torch threads; null = torch's default
+    num_threads: Optional[int] = None
     device: str = "cpu"
 
 
@@ -165,20 +177,82 @@ def apply_renames(cfg: DictConfig) -> None:
         OmegaConf.update(cfg, old, None)
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _at_least(low: float, optional: bool = False) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: (optional and v is None) or (_finite(v) and v >= low),
+            f"{'null or ' if optional else ''}a number >= {low:g}")
+
+
+def _above(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _finite(v) and v > low), f"a finite number > {low:g}"
+
+
+#: key -> (test, what is expected): checked before any data or model is loaded
+TRAIN_RANGES = {
+    "train.batch_size": _at_least(1), "train.eval_batch_size": _at_least(1), "train.grad_accum": _at_least(1),
+    "train.lr": _above(0), "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
+    "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"),
+    "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.temperature": _above(0),
+    "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
+    "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),
+    "model.cln_dim": _at_least(1), "data.val_size": _above(0), "data.max_train_per_task": _at_least(1, True),
+    "data.max_val_per_task": _at_least(1, True), "data.k_per_class": _at_least(1),
+    "data.held_out_per_task": _above(0),
+}
+PREDICT_RANGES = {"batch_size": _at_least(1), "num_threads": _at_least(1, optional=True)}
+
+
+def check_ranges(cfg: DictConfig, ranges: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
+    for key, (ok, expected) in ranges.items():
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value}: expected {expected}")
+
+
 def check(cfg: DictConfig) -> None:
     """The cheap checks of a training config, before any data or model is loaded (deprecated keys renamed first)."""
     apply_renames(cfg)
-    for t in cfg.tasks:
+    check_ranges(cfg, TRAIN_RANGES)
+    if not cfg.tasks or len(set(cfg.tasks)) != len(cfg.tasks):
+        raise ConfigError(f"tasks={list(cfg.tasks)}: expected one or more distinct task names")
+    for t in [*cfg.tasks, *cfg.train.task_weights]:
         get_task(t)
-    unknown = sorted(set(cfg.train.task_weights) - set(cfg.tasks))
-    if unknown:
-        raise ConfigError(f"train.task_weights names {', '.join(unknown)}, not among tasks {list(cfg.tasks)}")
+    weights = {t: cfg.train.task_weights.get(t, 1.0) for t in cfg.tasks}
+    if not all(_finite(w) and w >= 0 for w in weights.values()) or not any(weights.values()):
+        raise ConfigError(f"train.task_weights={weights}: expected finite weights >= 0, not all 0")
     for split in cfg.train.predict_splits:
         for t in cfg.tasks:
             path = test_file(data_dir(cfg.data.dir), t, split)
             if not path.is_file():
                 raise ConfigError(f"train.predict_splits has {split!r} but {path} does not exist; "
                                   "set train.predict_splits=[] to skip prediction")
+
+
+#: keys that change how a run is watched or where it runs, not what it computes
+RESUME_NEUTRAL = {"train.resume", "train.resume_changes", "train.progress", "train.log_every", "train.num_threads",
+                  "train.predict_splits", "train.eval_batch_size"}
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: value}."""
+    if not isinstance(d, dict) or not d:
+        return {prefix[:-1]: d}
+    return {k: v for key, value in d.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+
+
+def check_resume(saved: dict[str, Any], current: dict[str, Any], allowed: list[str], where: str) -> None:
+    """Refuse to resume a run (its config saved at `where`) with a config that would compute something else: every
+    key that differs must be one that changes nothing (RESUME_NEUTRAL) or one the user allowed."""
+    was, now = flatten(saved), flatten(current)
+    changed = [k for k in sorted(set(was) | set(now)) if was.get(k, "<absent>") != now.get(k, "<absent>")
+               and k not in RESUME_NEUTRAL and not any(k == x or k.startswith(f"{x}.") for x in allowed)]
+    if changed:
+        raise ConfigError(f"train.resume=true, but this config differs from the run's ({where}) in "
+                          + ", ".join(f"{k}: {was.get(k)} -> {now.get(k)}" for k in changed)
+                          + f"; resume with the run's values, or allow them: train.resume_changes=[{','.join(changed)}]")
 
 
 def register() -> None:

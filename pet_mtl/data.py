@@ -6,7 +6,9 @@ Rules (documented in the README, asserted by tests/test_data.py):
   only whitespace are skipped (they hold no row). Anything else that does not fit raises `DataError` naming the
   file, the line and what was expected: nothing is dropped silently.
 - CLUE/FewCLUE JSON lines: one object per line with the task's keys (`sentence`, `sentence1`/`sentence2`,
-  `content`) and `label`; ids come from `id` when present, else the line number.
+  `content`) and `label`; ids come from `id` when present (a string, or an integer written in decimal), else the
+  line number. A key given twice in one object is an error, not "the last one wins".
+- ids are kept exactly as read (a TSV id keeps its spaces), and a submission writes them back unchanged.
 """
 from __future__ import annotations
 
@@ -71,6 +73,9 @@ def read_tsv(path: str | Path, task: Task, labelled: bool) -> list[Example]:
     for lineno, line in _lines(path):
         if not line.strip():
             continue
+        if "\r" in line:
+            raise DataError(path, lineno, "a carriage return (\\r) inside the line: the file has old Mac (CR) line "
+                            "endings, or a text holds a line break; expected one row per line ending in \\n or \\r\\n")
         parts = line.split("\t")
         if len(parts) != len(columns):
             hint = ""
@@ -84,7 +89,7 @@ def read_tsv(path: str | Path, task: Task, labelled: bool) -> list[Example]:
         for name, value in zip(columns, parts):
             if not value.strip():
                 raise DataError(path, lineno, f"empty {name} field")
-        ex_id = parts[0].strip()
+        ex_id = parts[0]
         _check_unique(seen, ex_id, path, lineno)
         label = _check_label(task, parts[-1].strip(), path, lineno) if labelled else None
         fields = dict(zip(task.fields, parts[1:1 + len(task.fields)]))
@@ -103,9 +108,13 @@ def read_jsonl(path: str | Path, task: Task, labelled: bool = True) -> list[Exam
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise DataError(path, lineno, f"not a JSON object: {e.msg} at column {e.colno}") from None
+        except _DuplicateKey as e:
+            raise DataError(path, lineno, f"key {e.args[0]!r} appears twice in one object") from None
+        except (RecursionError, ValueError) as e:  # nested too deep; an integer of thousands of digits
+            raise DataError(path, lineno, f"not a JSON line pet_mtl reads: {type(e).__name__}: {str(e)[:120]}") from None
         if not isinstance(obj, dict):
             raise DataError(path, lineno, f"expected a JSON object, found {type(obj).__name__}")
         fields = {}
@@ -114,7 +123,7 @@ def read_jsonl(path: str | Path, task: Task, labelled: bool = True) -> list[Exam
             if not isinstance(value, str) or not value.strip():
                 raise DataError(path, lineno, f"missing or empty {key!r} (the {task.name} {name} text)")
             fields[name] = value
-        ex_id = str(obj.get("id", lineno - 1))
+        ex_id = _json_id(obj.get("id", lineno - 1), path, lineno)
         _check_unique(seen, ex_id, path, lineno)
         label = None
         if labelled:
@@ -126,6 +135,29 @@ def read_jsonl(path: str | Path, task: Task, labelled: bool = True) -> list[Exam
     if not examples:
         raise DataError(path, None, "file holds no rows")
     return examples
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _json_id(value: object, path: Path, lineno: int) -> str:
+    """A JSON id as the submission will write it: a string as it is, an integer in decimal; nothing else, since
+    `null`, `true` or `1.0` have no one spelling the competition would recognise."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(path, lineno, f"id must be a non-empty string or an integer, found {json.dumps(value)}")
 
 
 def read_examples(path: str | Path, task: Task, labelled: bool) -> list[Example]:

@@ -37,3 +37,7 @@ class ConfigError(PetMtlError):
 
 class CheckpointError(LocatedError):
     """A checkpoint directory is incomplete or unsafe to load."""
+
+
+class TrainingError(PetMtlError):
+    """Training went wrong in a way the user must act on (a loss that is no longer a number)."""

@@ -4,6 +4,11 @@ The whole rendered text is tokenized at once (so ids equal what a plain `tokeniz
 oracle depends on it), and offsets tell which tokens came from which field. Truncation then removes tokens
 from the end of the longest field, one at a time, until the sequence fits: pattern text and slot are never cut.
 
+Every field is first cut to `max_length * CHARS_PER_TOKEN` characters, so one row's memory is bounded whatever the
+input: a field that long already holds more tokens than fit (Chinese text is about one token per character, and
+BERT's tokenizer never makes one token of more than 100 characters), so the cut changes nothing the model sees
+unless a field is mostly whitespace or long unknown words.
+
 Verbalizer padding rule: a pattern's slot has as many [MASK] tokens as its longest label word (or the n of
 `mask(n)`); a shorter word is padded on the right with the tokenizer's pad token, and the padded positions
 count in the label score like real tokens, so every label of a pattern is scored over the same positions.
@@ -11,6 +16,7 @@ count in the label score like real tokens, so every label of a pattern is scored
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -43,6 +49,10 @@ def label_words(pattern: Pattern, tokenizer) -> LabelWords:
         if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
             raise PatternError(where, None, f"label {code} word {word!r} contains a token unknown to the tokenizer "
                                f"({tokenizer.convert_ids_to_tokens(ids)}); choose a word in its vocabulary")
+        specials = set(ids) & set(tokenizer.all_special_ids)
+        if specials:
+            raise PatternError(where, None, f"label {code} word {word!r} contains the special token(s) "
+                               f"{tokenizer.convert_ids_to_tokens(sorted(specials))}; a label word must be real text")
         tokenized.append(ids)
     longest = max(len(t) for t in tokenized)
     slot_len = pattern.declared_slot or longest
@@ -58,6 +68,17 @@ def label_words(pattern: Pattern, tokenizer) -> LabelWords:
     if len(set(padded)) != len(padded):
         raise PatternError(where, None, "two labels have the same token sequence after tokenization")
     return LabelWords(slot_len, padded, tuple(len(t) for t in tokenized))
+
+
+CHARS_PER_TOKEN = 32
+
+
+def clip_fields(example: Example, max_length: int) -> Example:
+    """The example with each field cut to max_length * CHARS_PER_TOKEN characters (see the module docstring)."""
+    limit = max_length * CHARS_PER_TOKEN
+    if all(len(v) <= limit for v in example.fields.values()):
+        return example
+    return dataclasses.replace(example, fields={k: v[:limit] for k, v in example.fields.items()})
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,7 @@ class ClozeFeaturizer:
 
     def _encode_one(self, ex: Example, ex_idx: int, p: int, with_labels: bool) -> Feature:
         pattern = self.patterns[p]
-        rendered = pattern.render(ex)
+        rendered = pattern.render(clip_fields(ex, self.max_length))
         slot_len = self.words[p].slot_len
         spans, pos = [], 0  # (start char, segment) for each segment in the joined text
         for seg in rendered.segments:

@@ -6,6 +6,14 @@ are compiled in Jinja's immutable sandbox with no globals, no loader (so no incl
 undefined variables as errors, and are validated when loaded (parses, only the task's fields, exactly one
 slot, a word for every label), so a broken pattern fails before any model is built.
 
+Templates also get a budget, so a shared pattern cannot hang a run or exhaust memory. What could make rendering
+cost more than linear time or memory is refused at load, with the reason: loops, macros and call blocks (nested
+loops and self-calling macros are exponential), `set` (doubling a variable 30 times is 2^30 characters), `**`
+and integer literals above MAX_INT, and filters outside ALLOWED_FILTERS. What remains is a fixed expression tree,
+and the operations in it that can multiply text (`*` on a string, `replace`, `join`, `center`, `indent`) are
+checked before they run: no single render may produce more than MAX_RENDER_CHARS characters, which is also checked
+on the whole output of every row and on a realistic stand-in row at load.
+
 Rendering keeps track of what came from the example's fields and what is pattern text, so truncation can
 shorten the fields and never the pattern or the slot (see features.py). It does so by wrapping each field
 value in marker characters from Unicode's supplementary private-use plane, which the template passes through
@@ -21,11 +29,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes, pass_eval_context
+from jinja2 import filters as jinja_filters
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .data import Example
-from .errors import ConfigError, PatternError
+from .errors import ConfigError, DataError, PatternError
 from .resources import PATTERNS_ROOT
 from .tasks import Task, get_task
 
@@ -57,13 +66,16 @@ def _markers(base: int) -> _Markers:
     return _Markers(base)
 
 
-def _free_markers(values) -> _Markers:
-    """The first marker block that none of `values` uses (almost always the first block)."""
-    used = {ord(c) for v in values for c in v if ord(c) >= _MARKER_BASES.start}
+def _free_markers(example: Example) -> _Markers:
+    """The first marker block that none of the example's fields uses (almost always the first block)."""
+    used = {ord(c) for v in example.fields.values() for c in v if ord(c) >= _MARKER_BASES.start}
     for base in _MARKER_BASES:
         if not any(base <= u < base + _MARKER_BLOCK for u in used):
             return _markers(base)
-    raise ValueError("no free marker block")  # unreachable: more blocks than a field has characters
+    path, _, line = example.source.rpartition(":")
+    raise DataError(path or example.source, int(line) if line.isdigit() else None,
+                    f"row {example.id!r} holds a character from each of the {len(_MARKER_BASES)} private-use blocks "
+                    "(U+F0000 to U+10FFFD) that pet_mtl marks fields with; remove those characters from the row")
 
 
 @dataclass(frozen=True)
@@ -101,10 +113,100 @@ class _Mask:
         return f"{self._slot}{n}{self._slot}"
 
 
+#: the most characters one render may produce (a row's fields are already cut to a bounded length, features.py)
+MAX_RENDER_CHARS = 1_000_000
+#: the largest integer literal a template may hold
+MAX_INT = 10_000
+#: statements a pattern may not use, and why
+REFUSED_NODES = {
+    nodes.For: "loops are refused (nested loops cost exponential time); write the fields out",
+    nodes.Macro: "macros are refused (a macro that calls itself costs exponential time)",
+    nodes.CallBlock: "call blocks are refused (they call macros)",
+    nodes.Assign: "`set` is refused (repeated doubling of a variable exhausts memory)",
+    nodes.AssignBlock: "`set` is refused (repeated doubling of a variable exhausts memory)",
+    nodes.Pow: "`**` is refused (a power builds unbounded numbers and strings)",
+    nodes.Include: "templates cannot include, import or extend other templates",
+    nodes.Import: "templates cannot include, import or extend other templates",
+    nodes.FromImport: "templates cannot include, import or extend other templates",
+    nodes.Extends: "templates cannot include, import or extend other templates",
+}
+
+
+def _check_size(what: str, chars: int) -> None:
+    if chars > MAX_RENDER_CHARS:
+        raise SecurityError(f"{what} would produce {chars:,} characters, over the budget of {MAX_RENDER_CHARS:,} "
+                            "per row")
+
+
+# the filters that can multiply text, each checked before it runs
+@pass_eval_context
+def _replace(eval_ctx, s, old, new, count=None):
+    text, o, n = str(s), str(old), str(new)
+    hits = text.count(o) if o else len(text) + 1
+    if count is not None:
+        hits = min(hits, int(count))
+    _check_size("filter replace", len(text) + hits * max(0, len(n) - len(o)))
+    return jinja_filters.do_replace(eval_ctx, s, old, new, count)
+
+
+@pass_eval_context
+def _join(eval_ctx, value, d="", attribute=None):
+    items = list(value)
+    _check_size("filter join", sum(len(str(x)) for x in items) + len(str(d)) * max(0, len(items) - 1))
+    return jinja_filters.do_join(eval_ctx, items, d, attribute)
+
+
+def _center(value, width=80):
+    _check_size("filter center", max(len(str(value)), int(width)))
+    return jinja_filters.do_center(value, width)
+
+
+def _indent(s, width=4, first=False, blank=False):
+    text = str(s)
+    _check_size("filter indent", len(text) + (text.count("\n") + 1) * (len(width) if isinstance(width, str) else int(width)))
+    return jinja_filters.do_indent(s, width, first, blank)
+
+
+_LINEAR_FILTERS = ("abs", "capitalize", "default", "d", "first", "last", "length", "count", "lower", "upper",
+                   "title", "trim", "truncate", "string", "int", "float", "round", "striptags", "wordcount",
+                   "reverse", "list", "escape", "e")
+#: the filters a template may use: those whose output grows at most linearly, and the multiplying ones, checked
+ALLOWED_FILTERS = {**{name: jinja_filters.FILTERS[name] for name in _LINEAR_FILTERS},
+                   "replace": _replace, "join": _join, "center": _center, "indent": _indent}
+
+
+class _PatternEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with `*` checked: `'x' * n` may not build more than MAX_RENDER_CHARS characters."""
+
+    intercepted_binops = frozenset({"*"})
+
+    def call_binop(self, context, operator, left, right):
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                _check_size(f"{type(seq).__name__} * {n}", len(seq) * n)
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    env = _PatternEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
     env.globals.clear()  # no range/cycler/joiner/namespace/lipsum: a template sees fields and mask, nothing else
+    env.filters = dict(ALLOWED_FILTERS)
     return env
+
+
+def _check_budget(ast: nodes.Template, origin: str) -> None:
+    """Refuse, before compiling, whatever could make a render cost more than linear time or memory."""
+    for node in ast.find_all(nodes.Node):
+        reason = next((why for kind, why in REFUSED_NODES.items() if isinstance(node, kind)), None)
+        if reason is not None:
+            raise PatternError(origin, node.lineno, reason)
+        if isinstance(node, nodes.Const) and isinstance(node.value, int) and not isinstance(node.value, bool) \
+                and abs(node.value) > MAX_INT:
+            raise PatternError(origin, node.lineno, f"integer {node.value} is larger than {MAX_INT:,}; patterns "
+                               "need no large numbers")
+        if isinstance(node, nodes.Filter) and node.name not in ALLOWED_FILTERS:
+            raise PatternError(origin, node.lineno, f"filter {node.name!r} is not allowed in patterns; allowed: "
+                               f"{', '.join(sorted(ALLOWED_FILTERS))}")
 
 
 _ENV = _environment()
@@ -142,10 +244,7 @@ class Pattern:
             ast = _ENV.parse(self.source, name=self.name, filename=origin)
         except TemplateSyntaxError as e:
             raise PatternError(origin, e.lineno, f"template does not parse: {e.message}") from None
-        for node_type in (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends):
-            node = next(ast.find_all(node_type), None)
-            if node is not None:
-                raise PatternError(origin, node.lineno, "templates cannot include, import or extend other templates")
+        _check_budget(ast, origin)
         allowed = set(task.fields) | {"mask"}
         unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
         if unknown:
@@ -154,9 +253,13 @@ class Pattern:
                                f"{', '.join(task.fields)} and mask")
         if "mask" not in meta.find_undeclared_variables(ast):
             raise PatternError(origin, None, "the template has no cloze slot: write {{ mask }} where the label word goes")
-        code = _ENV.compile(ast, name=self.name, filename=origin)
+        try:
+            code = _ENV.compile(ast, name=self.name, filename=origin)
+        except TemplateError as e:  # an unknown test, a construct the compiler refuses
+            raise PatternError(origin, getattr(e, "lineno", None), f"template does not compile: {e}") from None
         self._template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
-        probe = Example(task.name, "probe", {f: "甲" for f in task.fields}, None, "probe")
+        # a realistic stand-in row: long fields, so a template that multiplies its input fails here, not mid-run
+        probe = Example(task.name, "probe", {f: "甲乙丙丁" * 128 for f in task.fields}, None, "probe")
         self.declared_slot = self.render(probe).declared_slot
         self._check_verbalizer(task)
 
@@ -180,10 +283,11 @@ class Pattern:
     def render(self, example: Example) -> Rendered:
         origin = self.origin or self.name
         task = get_task(self.task)
-        mk = _free_markers(example.fields.values())
+        mk = _free_markers(example)
         ctx = {f: f"{mk.open}{mk.field(i)}{example.fields[f]}{mk.close}" for i, f in enumerate(task.fields)}
         try:
             out = self._template.render(mask=_Mask(mk.slot), **ctx)
+            _check_size("the template", len(out))
         except SecurityError as e:
             raise PatternError(origin, _error_line(e, origin), f"refused by the sandbox: {e}") from None
         except TemplateError as e:
@@ -227,11 +331,25 @@ class PatternSpec:
     verbalizer: str = "default"
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error instead of "the last wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_verbalizer(path: Path, name: str, task: Task) -> dict[str, str]:
     if not path.is_file():
         raise PatternError(path, None, f"verbalizer file not found (expected beside the template, for {task.name})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise PatternError(path, None if line is None else line + 1, f"not valid YAML: {e}") from None

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .cli import CONF_DIR, friendly_errors
@@ -17,18 +16,27 @@ from .cli import CONF_DIR, friendly_errors
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 @friendly_errors
 def main(cfg: DictConfig) -> str:
-    from .submission import EVAL_NAME, write_submission
+    import torch
 
-    out = Path(cfg.output_dir) if cfg.output_dir else Path(HydraConfig.get().runtime.output_dir)
-    zip_path = write_submission(cfg.checkpoint, cfg.data.dir, cfg.split, out, cfg.batch_size, cfg.precision,
-                                cfg.device, cfg.trust_pickle, dict(cfg.files), cfg.labelled)
-    print(f"submission: {zip_path}")
+    from .config import PREDICT_RANGES, check_ranges
+    from .submission import EVAL_NAME, default_output_dir, write_submission
+
+    check_ranges(cfg, PREDICT_RANGES)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.checkpoint, cfg.split, bool(cfg.files))
+    result = write_submission(cfg.checkpoint, cfg.data.dir, cfg.split, out, cfg.batch_size, cfg.precision,
+                              cfg.device, cfg.trust_pickle, dict(cfg.files), cfg.labelled, cfg.strict)
+    if result.suffix == ".zip":
+        print(f"submission: {result}")
+    else:
+        print(f"predictions: {out} (no submit.zip: not every task of the checkpoint was predicted)")
     print(f"files:      {', '.join(str(p) for p in sorted(out.glob('*_predict.json')))}")
     if cfg.labelled:
-        result = json.loads((out / EVAL_NAME).read_text(encoding="utf-8"))
-        print("scores:     " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in result["tasks"].items())
-              + f"; mean {result['score']:.4f} ({out / EVAL_NAME})")
-    return str(zip_path)
+        scored = json.loads((out / EVAL_NAME).read_text(encoding="utf-8"))
+        print("scores:     " + ", ".join(f"{t} macro-F1 {s['macro_f1']:.4f}" for t, s in scored["tasks"].items())
+              + f"; mean {scored['score']:.4f} ({out / EVAL_NAME})")
+    return str(result)
 
 
 if __name__ == "__main__":

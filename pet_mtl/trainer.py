@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from . import checkpoint as ckpt_io
 from .backbone import build_tiny, load_pretrained
-from .config import Config
+from .config import Config, check_resume
 from .config import check as check_config
 from .distributed import Dist
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .features import Feature, collate
 from .inference import Predictor, autocast, pad_multiple
 from .methods import MethodOptions, build_scorer, get_method, label_loss
@@ -71,6 +72,10 @@ class Trainer:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            for name in ("checkpoint-best", "checkpoint-last"):  # left by a process killed while saving
+                for p in ckpt_io.remove_leftovers(self.run_dir / name):
+                    log.info("removed %s, left by an interrupted save", p)
         self.device = self.dist.device(cfg.train.device)
         check_config(cfg)
         self.method = get_method(cfg.method)
@@ -105,7 +110,7 @@ class Trainer:
     def _backbone(self):
         cfg = self.cfg
         if cfg.model.path is not None:
-            return load_pretrained(cfg.model.path, cfg.model.trust_pickle)
+            return load_pretrained(cfg.model.path, cfg.model.trust_pickle, strict=cfg.model.strict)
         texts = [v for d in self.data.values() for e in d.train + d.val for v in e.fields.values()]
         for p in (p for ps in self.patterns.values() for p in ps):
             texts += [p.source, *p.verbalizer.values()]
@@ -165,6 +170,9 @@ class Trainer:
         last = self.run_dir / "checkpoint-last"
         if not last.is_dir():
             raise ConfigError(f"train.resume=true but {last} does not exist; run with hydra.run.dir=<the run to resume>")
+        check_resume(yaml.safe_load((last / "config.yaml").read_text(encoding="utf-8")),
+                     OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
+                     str(last / "config.yaml"))
         tensors, saved = ckpt_io.load_train_state(last)
         progress = TrainState.from_json(saved["progress"])
         if progress.world != self.dist.world:
@@ -246,6 +254,10 @@ class Trainer:
                 with autocast(self.device, tr.precision):
                     scores = self.ddp(**batch)
                 loss = label_loss(scores.float(), batch["labels"], weights[batch["task"]])
+                if not torch.isfinite(loss):  # stop before the optimizer or a checkpoint takes it in
+                    raise TrainingError(f"the training loss became {loss.item()} at step {self.state.step + 1}; "
+                                        "nothing of this step was saved. Lower train.lr, check train.task_weights, "
+                                        "or try train.precision=fp32")
                 (loss / tr.grad_accum).backward()
             loss_sum += loss.item() / tr.grad_accum
             n_ex += len(feats)

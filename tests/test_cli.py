@@ -60,6 +60,19 @@ def test_predict_entry_point_preserves_ids_and_order(demo_run, tmp_path):
         assert [r["id"] for r in rows] == ids and all(r["label"] in t.labels for r in rows)
 
 
+def test_predict_writes_beside_the_checkpoint_and_nothing_else(demo_run, tmp_path):
+    run_dir, _ = demo_run
+    p = run("pet_mtl.predict", f"checkpoint={run_dir}", "split=b", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = run_dir / "predict-b"
+    assert f"submission: {out / 'submit.zip'}" in p.stdout
+    assert sorted(x.name for x in out.iterdir()) == sorted([f"{t}_predict.json" for t in TASKS] + ["submit.zip"])
+    assert list(tmp_path.iterdir()) == []  # no Hydra run folder, no log file in the working directory
+    assert "predicting ocnli: " in p.stderr + p.stdout and "ocnli_test_B.csv" in p.stderr + p.stdout
+    bad = run("pet_mtl.predict", f"checkpoint={run_dir}", "batch_size=0", cwd=tmp_path)
+    assert bad.returncode == 2 and "batch_size=0: expected a number >= 1" in bad.stderr
+
+
 def test_help_and_cfg_job_show_the_config_tree(tmp_path):
     p = run("pet_mtl.train", "--cfg", "job", "train.lr=0.5", "patterns=ensemble", cwd=tmp_path)
     assert p.returncode == 0, p.stderr

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data import Example
 from ..errors import ConfigError
-from ..features import Feature
+from ..features import Feature, clip_fields
 from ..patterns import Pattern
 from ..tasks import get_task
 from .base import NEG, Featurizer, Method, MethodOptions, Scorer
@@ -35,7 +35,7 @@ class TextFeaturizer:
         if not examples:
             return []
         task = get_task(examples[0].task)
-        columns = [[ex.fields[f] for ex in examples] for f in task.fields]
+        columns = [[clip_fields(ex, self.max_length).fields[f] for ex in examples] for f in task.fields]
         enc = self.tokenizer(*columns, truncation=True, max_length=self.max_length)
         t = self.tasks.index(task.name)
         return [Feature(tuple(ids), 0, 0, t, t, task.label_index(ex.label) if with_labels and ex.label is not None else -1, i)
