@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -51,8 +52,13 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
     nothing else may be; a backbone may carry the unused weights of pretraining heads. `strict=False` loads
     whatever matches and logs the rest, for those who want it.
     """
-    path = Path(path)
+    given, path = str(path), Path(path)
     if not path.is_dir():
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", given) and not path.exists():
+            raise ConfigError(f"model.path={given} looks like a Hugging Face hub id; nothing is downloaded here. On a "
+                              f"machine with internet run `hf download {given} --local-dir {given.split('/')[1]}` "
+                              f"(older hubs: huggingface-cli download), copy the folder here and pass "
+                              f"model.path=<that folder>")
         raise ConfigError(f"model.path={path} is not a directory; pass a local Hugging Face masked-LM directory "
                           "(nothing is downloaded)")
     refuse_pickles(path, trust_pickle)

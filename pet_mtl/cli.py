@@ -1,11 +1,16 @@
-"""What the Hydra entry points share: where conf/ is, and turning our errors into one clear line."""
+"""What the Hydra entry points share: where conf/ is, a check of the command line's keys, and turning our errors
+into one clear line."""
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import sys
+from typing import Any
 
-from .config import register
+from omegaconf import OmegaConf
+
+from .config import flatten, register
 from .errors import PetMtlError
 from .resources import CONF_DIR as _CONF_DIR
 
@@ -27,3 +32,29 @@ def friendly_errors(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def check_overrides(argv: list[str], schema: Any, groups: set[str], open_maps: set[str]) -> None:
+    """Refuse, with a "did you mean", an override whose key the typed config does not have. Hydra itself lets
+    `+train.max_step=20` through (the run then trains its default length, and the typo lands in the config) and
+    answers `train.max_step=20` with no suggestion. `groups` are config groups (patterns=alt), `open_maps` the
+    keys whose entries are free (patterns.tnews, train.task_weights.ocnli, files.tnews)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except HydraException:
+        return  # Hydra reports its own syntax errors
+    leaves = flatten(OmegaConf.to_container(OmegaConf.structured(schema)))
+    known = set(leaves) | {k.rsplit(".", i)[0] for k in leaves for i in range(1, k.count(".") + 1)}
+    for o in overrides:
+        key = o.key_or_group
+        if (key in known or key in groups or key.split("/")[0] in groups | {"hydra"} or key.startswith("hydra.")
+                or any(key.startswith(f"{m}.") for m in open_maps)):
+            continue
+        guess = difflib.get_close_matches(key, sorted(known | groups), n=1, cutoff=0.6)
+        hint = f"; did you mean {guess[0]}?" if guess else ""
+        print(f"error: {o.input_line}: {key} is not a config key{hint} (all keys: {sys.argv[0].split('/')[-1]} "
+              "--cfg job)", file=sys.stderr)
+        sys.exit(2)

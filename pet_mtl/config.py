@@ -107,6 +107,11 @@ class TrainConfig:
     resume_changes: List[str] = field(default_factory=list)
     #: torch threads; null = torch's default
     num_threads: Optional[int] = None
+    #: checkpoint-last holds: full (weights + optimizer + training state: resumable; for zh-mini-mlm about 3x the
+    #: weights), weights (the weights only, not resumable), none (no checkpoint-last; checkpoint-best only)
+    checkpoint_last: str = "full"
+    #: also log scalars for TensorBoard into <run dir>/tensorboard (pip install "pet_mtl[tensorboard]")
+    tensorboard: bool = False
     #: after training, write a submission for these competition test files (a, b) with the best checkpoint
     predict_splits: List[str] = field(default_factory=lambda: ["a"])
     progress: bool = True
@@ -216,6 +221,11 @@ def check(cfg: DictConfig) -> None:
     """The cheap checks of a training config, before any data or model is loaded (deprecated keys renamed first)."""
     apply_renames(cfg)
     check_ranges(cfg, TRAIN_RANGES)
+    if cfg.train.checkpoint_last not in ("full", "weights", "none"):
+        raise ConfigError(f"train.checkpoint_last={cfg.train.checkpoint_last!r}: expected full, weights or none")
+    if cfg.train.resume and cfg.train.checkpoint_last != "full":
+        raise ConfigError(f"train.resume=true needs train.checkpoint_last=full (the run keeps "
+                          f"{cfg.train.checkpoint_last!r}: no training state to resume from)")
     if not cfg.tasks or len(set(cfg.tasks)) != len(cfg.tasks):
         raise ConfigError(f"tasks={list(cfg.tasks)}: expected one or more distinct task names")
     for t in [*cfg.tasks, *cfg.train.task_weights]:
@@ -233,7 +243,7 @@ def check(cfg: DictConfig) -> None:
 
 #: keys that change how a run is watched or where it runs, not what it computes
 RESUME_NEUTRAL = {"train.resume", "train.resume_changes", "train.progress", "train.log_every", "train.num_threads",
-                  "train.predict_splits", "train.eval_batch_size"}
+                  "train.predict_splits", "train.eval_batch_size", "train.tensorboard"}
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

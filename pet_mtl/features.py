@@ -106,6 +106,17 @@ class ClozeFeaturizer:
         self.words = [label_words(p, tokenizer) for p in self.patterns]
         self._by_task = {t: [i for i, p in enumerate(self.patterns) if p.task == t] for t in self.tasks}
 
+    def describe(self) -> list[str]:
+        """Per pattern: the slot length, each label word's tokens, and which words are padded."""
+        lines = []
+        for p, w in zip(self.patterns, self.words):
+            words = [f"{code}={p.verbalizer[code]}[{' '.join(self.tokenizer.convert_ids_to_tokens(list(ids[:n])))}]"
+                     for code, ids, n in zip(get_task(p.task).labels, w.ids, w.lengths)]
+            padded = [p.verbalizer[code] for code, n in zip(get_task(p.task).labels, w.lengths) if n < w.slot_len]
+            lines.append(f"pattern {p.name}: slot of {w.slot_len} token(s); words {' '.join(words)}"
+                         + (f"; padded with {self.tokenizer.pad_token}: {', '.join(padded)}" if padded else ""))
+        return lines
+
     def patterns_of(self, task: str) -> list[int]:
         return self._by_task[task]
 

@@ -42,16 +42,23 @@ def pad_multiple(configured: int | None, precision: str, device: torch.device) -
 
 @torch.inference_mode()
 def score_features(model: Scorer, features: Sequence[Feature], batch_size: int, pad_id: int,
-                   pad_to_multiple_of: int, precision: str, device: torch.device, dist: Dist | None = None) -> torch.Tensor:
+                   pad_to_multiple_of: int, precision: str, device: torch.device, dist: Dist | None = None,
+                   progress: str | None = None) -> torch.Tensor:
     """[N, C] label scores in input order; batches are formed from length-sorted features to cut padding, and
-    under torchrun each rank scores every world-th batch and the results are gathered."""
+    under torchrun each rank scores every world-th batch and the results are gathered. `progress`: a bar with
+    this description (rank 0)."""
     dist = dist or Dist()
     was_training = model.training
     model.eval()
     order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    mine_batches = batches[dist.rank::dist.world]
+    if progress and dist.main:
+        from tqdm.auto import tqdm
+
+        mine_batches = tqdm(mine_batches, desc=progress, unit="batch", leave=False, dynamic_ncols=True)
     mine = []
-    for idx in batches[dist.rank::dist.world]:
+    for idx in mine_batches:
         batch = collate([features[i] for i in idx], pad_id, pad_to_multiple_of)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
@@ -75,9 +82,10 @@ def example_scores(features: Sequence[Feature], scores: torch.Tensor, n_examples
 
 
 def score_predictions(examples: Sequence[Example], preds: Sequence[int]) -> dict[str, float]:
-    """Macro-F1 and accuracy of one task's label indices against the examples' own labels."""
+    """Macro-F1 and accuracy of one task's label indices against the examples' own labels, with per-class
+    precision, recall, F1, support and the confusion matrix."""
     task = get_task(examples[0].task)
-    return classification_scores(list(preds), [task.label_index(e.label) for e in examples])
+    return classification_scores(list(preds), [task.label_index(e.label) for e in examples], task.labels)
 
 
 @dataclass
@@ -92,12 +100,15 @@ class Predictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     pad_to_multiple_of: int = 1
     dist: Dist = field(default_factory=Dist)
+    #: show a progress bar per task
+    progress: bool = False
 
     def scores(self, examples: Sequence[Example]) -> torch.Tensor:
         """[N, labels of the task] scores of one task's examples, in input order (averaged over patterns)."""
         feats = self.featurizer.encode(examples, with_labels=False)
         scores = score_features(self.model, feats, self.batch_size, self.featurizer.tokenizer.pad_token_id,
-                                self.pad_to_multiple_of, self.precision, self.device, self.dist)
+                                self.pad_to_multiple_of, self.precision, self.device, self.dist,
+                                f"{examples[0].task} ({len(examples)} rows)" if self.progress else None)
         return example_scores(feats, scores, len(examples))[:, :get_task(examples[0].task).num_labels]
 
     def predict(self, examples: Sequence[Example]) -> list[int]:

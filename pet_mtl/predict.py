@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from .cli import CONF_DIR, friendly_errors
+from .cli import CONF_DIR, check_overrides, friendly_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
@@ -40,4 +41,7 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
+    from .config import PredictConfig
+
+    check_overrides(sys.argv[1:], PredictConfig, set(), {"files"})
     main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
 import statistics
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .tasks import get_task
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Run:
     tasks: dict[str, float]  # macro-F1 per task
     score: float
     wall_seconds: float
+    per_class: dict[str, dict[str, float]]  # task -> label code -> F1 (runs from before per-class metrics: empty)
 
 
 def read_run(metrics: Path) -> Run | None:
@@ -52,11 +55,12 @@ def read_run(metrics: Path) -> Run | None:
     held_out = doc.get("held_out") or doc.get("test")  # "test": runs written before the rename to held_out
     result, scored_on = (held_out, "held-out") if held_out else (doc["best"], "val")
     return Run(metrics.parent, params, scored_on, {t: s["macro_f1"] for t, s in result["tasks"].items()},
-               result["score"], doc.get("wall_seconds", float("nan")))
+               result["score"], doc.get("wall_seconds", float("nan")),
+               {t: {code: c["f1"] for code, c in s.get("per_class", {}).items()} for t, s in result["tasks"].items()})
 
 
 def _job_order(path: Path):
-    return tuple(int(p) if p.isdigit() else p for p in path.parts)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
 
 
 def collect(dirs: list[Path]) -> list[Run]:
@@ -77,13 +81,23 @@ def collect(dirs: list[Path]) -> list[Run]:
     return runs
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std; no std (None) for a single value, which has none."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _pm(mean: float, std: float | None, bold: bool = False) -> str:
+    m = f"**{mean:.4f}**" if bold else f"{mean:.4f}"
+    return f"{m} ± {'—' if std is None else f'{std:.4f}'}"
 
 
 def aggregate(runs: list[Run], over: list[str]) -> tuple[list[str], list[dict]]:
     """(the swept keys that form rows, one dict per row in the order rows first appear)."""
     keys = sorted({k for r in runs for k in r.params})
+    unknown = [k for k in over if k not in keys]
+    if unknown:
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, keys, n=1)) else k for k in unknown]
+        raise ConfigError(f"--over {', '.join(hints)}: no run has that key; the runs' keys: {', '.join(keys)}")
     varying = [k for k in keys if k not in over and len({r.params.get(k, "") for r in runs}) > 1]
     if "method" in varying:
         varying.remove("method")
@@ -102,12 +116,16 @@ def aggregate(runs: list[Run], over: list[str]) -> tuple[list[str], list[dict]]:
             row[t] = mean_std([m.tasks[t] for m in members if t in m.tasks])
         row["mean"] = mean_std([m.score for m in members])
         row["wall_min"] = statistics.fmean(m.wall_seconds for m in members) / 60
+        row["per_class"] = {t: {code: statistics.fmean(m.per_class[t][code] for m in members
+                                                       if code in m.per_class.get(t, {}))
+                                for code in dict.fromkeys(c for m in members for c in m.per_class.get(t, {}))}
+                            for t in tasks}
         rows.append(row)
     return varying, rows
 
 
 def _tasks_of(rows: list[dict], varying: list[str]) -> list[str]:
-    return [k for k in rows[0] if k not in varying and k not in ("n", "scored_on", "mean", "wall_min")]
+    return [k for k in rows[0] if k not in varying and k not in ("n", "scored_on", "mean", "wall_min", "per_class")]
 
 
 def markdown(varying: list[str], rows: list[dict], over: list[str]) -> str:
@@ -116,11 +134,27 @@ def markdown(varying: list[str], rows: list[dict], over: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [str(row[k]) for k in varying]
-        cells += [f"{row[t][0]:.4f} ± {row[t][1]:.4f}" for t in tasks]
-        cells += [f"**{row['mean'][0]:.4f}** ± {row['mean'][1]:.4f}", str(row["n"]), row["scored_on"],
-                  f"{row['wall_min']:.1f}"]
+        cells += [_pm(*row[t]) for t in tasks]
+        cells += [_pm(*row["mean"], bold=True), str(row["n"]), row["scored_on"], f"{row['wall_min']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def per_class_markdown(varying: list[str], rows: list[dict]) -> str:
+    """One table per task: each row's F1 per class (mean over its replicates), the rare classes included."""
+    out = []
+    for t in _tasks_of(rows, varying):
+        codes = list(dict.fromkeys(c for row in rows for c in row["per_class"].get(t, {})))
+        if not codes:
+            continue
+        names = get_task(t).label_names
+        head = [*varying, *(f"{c} {names[c]}" if names.get(c, c) != c else c for c in codes)]
+        out += [f"\n{t}: F1 per class\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in rows:
+            f1 = row["per_class"].get(t, {})
+            out.append("| " + " | ".join([*(str(row[k]) for k in varying),
+                                          *(f"{f1[c]:.3f}" if c in f1 else "" for c in codes)]) + " |")
+    return "\n".join(out) + "\n" if out else ""
 
 
 def write_csv(path: Path, varying: list[str], rows: list[dict]) -> None:
@@ -131,11 +165,12 @@ def write_csv(path: Path, varying: list[str], rows: list[dict]) -> None:
                     "mean_f1_mean", "mean_f1_std", "wall_seconds_mean"])
         for row in rows:
             w.writerow([*(row[k] for k in varying), row["n"], row["scored_on"],
-                        *(f"{v:.6f}" for t in tasks for v in row[t]), f"{row['mean'][0]:.6f}",
-                        f"{row['mean'][1]:.6f}", f"{row['wall_min'] * 60:.1f}"])
+                        *("" if v is None else f"{v:.6f}" for t in tasks for v in row[t]), f"{row['mean'][0]:.6f}",
+                        "" if row["mean"][1] is None else f"{row['mean'][1]:.6f}", f"{row['wall_min'] * 60:.1f}"])
 
 
 def write_png(path: Path, varying: list[str], rows: list[dict], title: str) -> None:
+    """Grouped bars: each task's macro-F1 and the mean, per row, with std error bars; a change in one task shows."""
     try:
         import matplotlib
 
@@ -144,26 +179,33 @@ def write_png(path: Path, varying: list[str], rows: list[dict], title: str) -> N
     except ImportError:
         raise ConfigError("the bar chart needs matplotlib: pip install -e '.[report]'") from None
     labels = [", ".join(f"{row[k]}" for k in varying) or "all runs" for row in rows]
-    means = [row["mean"][0] for row in rows]
-    stds = [row["mean"][1] for row in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
-    y = list(range(len(rows)))[::-1]
-    ax.barh(y, means, xerr=stds, color="#4c72b0", capsize=3)
-    ax.set_yticks(y, labels)
-    ax.set_xlabel("mean macro-F1 over tasks (± std over replicates)")
+    series = [*_tasks_of(rows, varying), "mean"]
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(8 + 0.06 * max(map(len, labels)), len(rows) * (0.35 + 0.22 * len(series)) + 1.6))
+    top = 0.0
+    for i, name in enumerate(series):
+        y = [len(rows) - 1 - r + 0.4 - (i + 0.5) * height for r in range(len(rows))]
+        means = [row[name][0] for row in rows]
+        stds = [row[name][1] or 0.0 for row in rows]
+        ax.barh(y, means, height=height * 0.95, xerr=stds, capsize=2, label=name,
+                color="black" if name == "mean" else None, alpha=0.85)
+        for yi, m, sd in zip(y, means, stds):
+            ax.text(m + sd, yi, f" {m:.3f}", va="center", ha="left", fontsize=7)
+        top = max(top, max(m + sd for m, sd in zip(means, stds)))
+    ax.set_yticks(range(len(rows))[::-1], labels)
+    ax.set_xlabel("macro-F1 (± std over replicates)")
+    ax.set_xlim(0, max(1e-3, top) * 1.2)
     ax.set_title(title, fontsize=10)
-    for yi, m, s in zip(y, means, stds):
-        ax.text(m + s, yi, f"  {m:.3f}", va="center", ha="left", fontsize=8)
-    ax.set_xlim(0, max(1e-3, max(m + s for m, s in zip(means, stds))) * 1.18)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def report(dirs: list[Path], over: list[str], out: Path) -> str:
+def report(dirs: list[Path], over: list[str], out: Path, per_class: bool = False) -> str:
     runs = collect(dirs)
     varying, rows = aggregate(runs, over)
-    table = markdown(varying, rows, over)
+    table = markdown(varying, rows, over) + (per_class_markdown(varying, rows) if per_class else "")
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(table, encoding="utf-8")
     write_csv(out / "report.csv", varying, rows)
@@ -176,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dirs", nargs="+", type=Path, help="multirun directories (any folder holding runs' metrics.json)")
     ap.add_argument("--over", default="seed", help="comma-separated keys averaged within a row (default: seed)")
     ap.add_argument("--out", type=Path, help="where report.md/.csv/.png go (default: the first directory)")
+    ap.add_argument("--per-class", action="store_true", help="also a table of F1 per class for each task")
     args = ap.parse_args(argv)
     try:
-        table = report(args.dirs, [k for k in args.over.split(",") if k], args.out or args.dirs[0])
+        table = report(args.dirs, [k for k in args.over.split(",") if k], args.out or args.dirs[0], args.per_class)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,13 +5,14 @@ With no overrides: a tiny random BERT on the demo data in examples/demo, then a 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .cli import CONF_DIR, friendly_errors
+from .cli import CONF_DIR, check_overrides, friendly_errors
 
 log = logging.getLogger("pet_mtl")
 
@@ -44,4 +45,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from .config import Config
+
+    check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
     main()

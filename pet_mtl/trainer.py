@@ -7,7 +7,6 @@ scheduler, RNG states and the `TrainState`, so `train.resume=true` continues exa
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ from .optim import build_optimizer, warmup_linear
 from .patterns import PATTERNS_ROOT, load_pattern_set
 from .regimes import load_task_data
 from .resources import data_dir
+from .runlog import RunLog
 from .sampling import MultiTaskBatches
 from .tasks import get_task
 
@@ -104,6 +104,7 @@ class Trainer:
         self.scheduler = warmup_linear(self.optimizer, self.total_steps, tr.warmup_ratio)
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
+        self.runlog = RunLog(self.run_dir, self.dist.main, tr.progress, tr.log_every, tr.tensorboard)
         self._epoch_of: int | None = None  # which epoch's batch list _epoch_batches holds
         self._epoch_batches: list[list[int]] = []
 
@@ -130,12 +131,12 @@ class Trainer:
                  ", ".join(f"{t}: {len(v)}" for t, v in items.items()))
         return features, items
 
-    def predictor(self, featurizer=None, model=None) -> Predictor:
+    def predictor(self, featurizer=None, model=None, progress: bool = False) -> Predictor:
         """This run's featurizer and model (or a loaded checkpoint's), with the run's evaluation settings."""
         tr = self.cfg.train
         return Predictor(self.featurizer if featurizer is None else featurizer,
                          self.model if model is None else model, tr.eval_batch_size, tr.precision, self.device,
-                         self.pad_multiple, self.dist)
+                         self.pad_multiple, self.dist, progress)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class Trainer:
     def _save(self, name: str, metrics: dict[str, Any] | None, with_state: bool) -> None:
         """Rank 0 writes; every rank's RNG state goes into the training state (dropout differs per rank)."""
         state = None
-        if with_state:
+        if with_state and self.cfg.train.checkpoint_last == "full":
             rng_states = self.dist.gather(torch.get_rng_state())
             tensors, opt_info = ckpt_io.optimizer_to_flat(self.optimizer)
             tensors.update({f"rng.torch.{r}": t for r, t in enumerate(rng_states)})
@@ -169,7 +170,8 @@ class Trainer:
     def _resume(self) -> None:
         last = self.run_dir / "checkpoint-last"
         if not last.is_dir():
-            raise ConfigError(f"train.resume=true but {last} does not exist; run with hydra.run.dir=<the run to resume>")
+            raise ConfigError(f"train.resume=true but {last} does not exist; run with hydra.run.dir=<the run to resume>"
+                              " (a run with train.checkpoint_last=none keeps none)")
         check_resume(yaml.safe_load((last / "config.yaml").read_text(encoding="utf-8")),
                      OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
                      str(last / "config.yaml"))
@@ -193,20 +195,20 @@ class Trainer:
     def _evaluate(self) -> dict[str, Any]:
         st = self.state
         t0 = time.time()
-        result = self.predictor().evaluate({t: d.val for t, d in self.data.items()})
+        with self.runlog.evaluating() as show:
+            result = self.predictor(progress=show).evaluate({t: d.val for t, d in self.data.items()})
         entry = {"step": st.step, "epoch": round(st.micro / len(self.batches), 4),
                  "train_loss": sum(st.losses) / len(st.losses) if st.losses else None, **result,
                  "train_seconds": round(st.train_seconds, 2), "eval_seconds": round(time.time() - t0, 2),
                  "train_examples_per_s": round(st.examples_seen / max(st.train_seconds, 1e-9), 1)}
         st.history.append(entry)
         st.losses = []
-        log.info("step %d | %s | mean macro-F1 %.4f", st.step,
-                 " | ".join(f"{t} F1 {s['macro_f1']:.4f} acc {s['accuracy']:.4f}" for t, s in result["tasks"].items()),
-                 result["score"])
+        self.runlog.evaluation(entry, st.history, self.featurizer.tasks)
         if st.best is None or result["score"] > st.best:
             st.best = result["score"]
             self._save("checkpoint-best", entry, with_state=False)
-        self._save("checkpoint-last", entry, with_state=True)
+        if self.cfg.train.checkpoint_last != "none":
+            self._save("checkpoint-last", entry, with_state=True)
         self._write_metrics()
         return entry
 
@@ -216,12 +218,9 @@ class Trainer:
     def _write_metrics(self, held_out: dict[str, Any] | None = None, finished: bool = False) -> None:
         """metrics.json, the run's source of truth (pet_mtl.report reads it): every evaluation, the best one,
         checkpoint-best's score on the regime's held-out set where it has one, and the run's wall time."""
-        if not self.dist.main:
-            return
-        doc = {"method": self.method.name, "regime": self.cfg.data.regime, "seed": self.cfg.seed,
-               "finished": finished, "history": self.state.history, "best": self._best_entry(),
-               "held_out": held_out, "wall_seconds": round(self._wall_seconds(), 2)}
-        ckpt_io.atomic_write_text(self.run_dir / "metrics.json", json.dumps(doc, indent=1))
+        self.runlog.write_metrics({"method": self.method.name, "regime": self.cfg.data.regime, "seed": self.cfg.seed,
+                                   "finished": finished, "history": self.state.history, "best": self._best_entry(),
+                                   "held_out": held_out, "wall_seconds": round(self._wall_seconds(), 2)})
 
     def _held_out(self) -> dict[str, Any]:
         """Score checkpoint-best, freshly loaded from disk, once on the regime's held-out set (few-shot): model
@@ -268,42 +267,40 @@ class Trainer:
         loss_sum, n_ex = self.dist.sum([loss_sum, n_ex])
         return loss_sum / self.dist.world, int(n_ex)
 
+    def _plan(self) -> list[str]:
+        """What the run will do, said before it starts: where, on which rows, through which patterns, in which steps."""
+        tr, cfg = self.cfg.train, self.cfg
+        rows = [f"{t}: {len(d.train)} train, {len(d.val)} validation"
+                + (f", {len(d.held_out)} held-out" if d.held_out else "") + " rows" for t, d in self.data.items()]
+        per_step = tr.batch_size * tr.grad_accum * self.dist.world
+        return [f"run directory: {self.run_dir}", f"method {self.method.name} ({self.method.summary}); "
+                f"regime {cfg.data.regime}; {'; '.join(rows)}", *self.featurizer.describe(),
+                f"plan: {self.total_steps} steps of {per_step} examples (batch {tr.batch_size} x accum {tr.grad_accum}"
+                f" x {self.dist.world} process(es)), {len(self.batches)} batches per epoch, sampling {tr.sampling}, "
+                f"evaluation every {tr.eval_every or self.total_steps} steps and at the end, on {self.device}"]
+
     def fit(self) -> dict[str, Any]:
         tr, st = self.cfg.train, self.state
         if tr.resume:
             self._resume()
             st = self.state
-        log.info("training %d steps (batch %d x accum %d x %d process(es), %d batches/epoch, sampling %s) on %s",
-                 self.total_steps, tr.batch_size, tr.grad_accum, self.dist.world, len(self.batches), tr.sampling,
-                 self.device)
-        bar = None
-        if tr.progress and self.dist.main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.total_steps, initial=st.step, desc="train", dynamic_ncols=True)
+        self.runlog.start(self._plan())
         self.model.train()
-        loss_ema = None
-        while st.step < self.total_steps:
-            t0 = time.time()
-            loss, n_ex = self._train_step()
-            st.step += 1
-            st.train_seconds += time.time() - t0
-            st.examples_seen += n_ex
-            st.losses.append(loss)
-            loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
-            speed = st.examples_seen / max(st.train_seconds, 1e-9)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_ema:.4f}", ex_s=f"{speed:.0f}")
-            elif tr.log_every and st.step % tr.log_every == 0:
-                log.info("step %d/%d loss %.4f lr %.2e %.0f ex/s", st.step, self.total_steps, loss_ema,
-                         self.scheduler.get_last_lr()[0], speed)
-            if (tr.eval_every and st.step % tr.eval_every == 0) or st.step == self.total_steps:
-                self._evaluate()
-        if bar is not None:
-            bar.close()
+        with self.runlog.training(self.total_steps, st.step):
+            while st.step < self.total_steps:
+                t0 = time.time()
+                loss, n_ex = self._train_step()
+                st.step += 1
+                st.train_seconds += time.time() - t0
+                st.examples_seen += n_ex
+                st.losses.append(loss)
+                self.runlog.step(st.step, self.total_steps, loss, self.scheduler.get_last_lr()[0],
+                                 st.examples_seen / max(st.train_seconds, 1e-9))
+                if (tr.eval_every and st.step % tr.eval_every == 0) or st.step == self.total_steps:
+                    self._evaluate()
         held_out = self._held_out() if all(d.held_out for d in self.data.values()) else None
         self._write_metrics(held_out, finished=True)
+        self.runlog.close()
         return {"best": self._best_entry(), "last": st.history[-1], "held_out": held_out,
                 "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoint-best"),
                 "main": self.dist.main}

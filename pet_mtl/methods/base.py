@@ -36,6 +36,10 @@ class Featurizer(Protocol):
 
     def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]: ...
 
+    def describe(self) -> list[str]:
+        """Lines a run logs at its start: what the model will see (patterns, slot lengths, label words' tokens)."""
+        ...
+
 
 @dataclass(frozen=True)
 class MethodOptions:

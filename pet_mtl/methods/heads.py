@@ -31,6 +31,10 @@ class TextFeaturizer:
             if len(get_task(t).fields) > 2:
                 raise ConfigError(f"a plain-text method encodes one text or a pair; task {t} has {get_task(t).fields}")
 
+    def describe(self) -> list[str]:
+        return [f"input: each task's plain text ({', '.join(f'{t}: ' + ' + '.join(get_task(t).fields) for t in self.tasks)}"
+                f"), no pattern; truncated to {self.max_length} tokens"]
+
     def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]:
         if not examples:
             return []

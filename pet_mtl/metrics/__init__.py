@@ -15,10 +15,18 @@ def _metric():
     return evaluate.load(str(MODULE_DIR))
 
 
-def classification_scores(predictions: Sequence[int], references: Sequence[int]) -> dict:
-    """macro_f1 and accuracy through our evaluate module."""
-    out = _metric().compute(predictions=list(map(int, predictions)), references=list(map(int, references)))
-    return {"macro_f1": float(out["macro_f1"]), "accuracy": float(out["accuracy"])}
+def classification_scores(predictions: Sequence[int], references: Sequence[int],
+                          label_codes: Sequence[str] | None = None) -> dict:
+    """macro_f1 and accuracy through our evaluate module; with the task's label codes also `per_class` (precision,
+    recall, F1 and support by code) and `confusion` (rows: gold, columns: predicted, in label-code order)."""
+    out = _metric().compute(predictions=list(map(int, predictions)), references=list(map(int, references)),
+                            num_classes=len(label_codes) if label_codes else None)
+    scores = {"macro_f1": float(out["macro_f1"]), "accuracy": float(out["accuracy"])}
+    if label_codes:
+        scores["per_class"] = {code: {k: round(v, 6) if isinstance(v, float) else v for k, v in c.items()}
+                               for code, c in zip(label_codes, out["per_class"])}
+        scores["confusion"] = out["confusion"]
+    return scores
 
 
 def competition_score(per_task: Mapping[str, Mapping[str, float]]) -> float:
