@@ -160,6 +160,8 @@ class PredictConfig:
     strict: bool = True
     #: torch threads; null = torch's default
     num_threads: Optional[int] = None
+    #: a progress bar per task
+    progress: bool = True
     device: str = "cpu"
 
 

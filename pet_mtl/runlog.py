@@ -101,8 +101,9 @@ class RunLog:
         for t, s in entry["tasks"].items():
             never = [code for code, c in s.get("per_class", {}).items() if c["support"] and not c["recall"]]
             if never:
-                log.info("  %s: never right on %s (F1 0: %s)", t, ", ".join(never),
-                         ", ".join(get_task(t).label_names.get(c, c) for c in never))
+                names = get_task(t).label_names
+                log.info("  %s: never right on %s (F1 0)", t,
+                         ", ".join(c if names.get(c, c) == c else f"{c} {names[c]}" for c in never))
         if not self.main:
             return
         self._last = (entry, history, tasks)

@@ -74,7 +74,7 @@ def claimed(out: Path) -> Iterator[None]:
 def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split: str, out_dir: str | Path,
                      batch_size: int = 128, precision: str = "fp32", device: str = "cpu",
                      trust_pickle: bool = False, files: dict[str, str | Path] | None = None,
-                     labelled: bool = False, strict: bool = True) -> Path:
+                     labelled: bool = False, strict: bool = True, progress: bool = False) -> Path:
     """Predict every task of the checkpoint on its competition test file `split` (a or b) in `data_dir`, or, with
     `files`, on the given files (TSV or CLUE JSON lines; only those tasks); with `labelled`, the files' labels are
     also scored and the per-task macro-F1 written to eval.json beside the predictions. The zip is written only when
@@ -93,7 +93,8 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
         log.info("predicting %s with %s", ", ".join(f"{t}: {p}" for t, p in paths.items()), ckpt)
         inputs = {name: read_examples(path, get_task(name), labelled=labelled) for name, path in paths.items()}
         dev = torch.device(device)
-        predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev))
+        predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev),
+                              progress=progress)
         lines, scores = {}, {}
         for name, examples in inputs.items():
             labels = get_task(name).labels

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import make_cfg
@@ -138,3 +139,17 @@ def test_checkpoint_last_holds_what_was_asked(mode, files, tiny_dir, synthetic_d
         with pytest.raises(ConfigError, match="train.resume=true needs train.checkpoint_last=full"):
             Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", f"train.checkpoint_last={mode}",
                              "train.resume=true", "train.predict_splits=[]"), tmp_path)
+
+
+def test_the_training_bar_leaves_evaluation_time_out_of_its_clock(tmp_path):
+    from pet_mtl.runlog import RunLog
+
+    runlog = RunLog(tmp_path, main=True, progress=True, log_every=2, tensorboard=False)
+    with runlog.training(total=10, done=0):
+        runlog.step(1, 10, 2.0, 1e-3, 10.0)
+        with runlog.evaluating() as show_eval_bar:
+            assert show_eval_bar
+            time.sleep(0.6)
+        assert runlog.bar.format_dict["elapsed"] < 0.4  # the ETA is computed from training time alone
+        runlog.step(2, 10, 4.0, 1e-3, 10.0)
+        assert "loss=3.0000" in runlog.bar.postfix  # the mean of the window, not a moving average
