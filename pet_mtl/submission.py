@@ -90,7 +90,8 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
         else:
             directory = Path(data_dir if data_dir is not None else meta["data_dir"])
             paths = {name: test_file(directory, name, split) for name in meta["tasks"]}
-        log.info("predicting %s with %s", ", ".join(f"{t}: {p}" for t, p in paths.items()), ckpt)
+        log.info("predicting %s%s with %s", "" if files else f"test split {split}: ",
+                 ", ".join(f"{t}: {p}" for t, p in paths.items()), ckpt)
         inputs = {name: read_examples(path, get_task(name), labelled=labelled) for name, path in paths.items()}
         dev = torch.device(device)
         predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev),

@@ -68,7 +68,7 @@ def test_predict_writes_beside_the_checkpoint_and_nothing_else(demo_run, tmp_pat
     assert f"submission: {out / 'submit.zip'}" in p.stdout
     assert sorted(x.name for x in out.iterdir()) == sorted([f"{t}_predict.json" for t in TASKS] + ["submit.zip"])
     assert list(tmp_path.iterdir()) == []  # no Hydra run folder, no log file in the working directory
-    assert "predicting ocnli: " in p.stderr + p.stdout and "ocnli_test_B.csv" in p.stderr + p.stdout
+    assert "predicting test split b: ocnli: " in p.stderr + p.stdout and "ocnli_test_B.csv" in p.stderr + p.stdout
     bad = run("pet_mtl.predict", f"checkpoint={run_dir}", "batch_size=0", cwd=tmp_path)
     assert bad.returncode == 2 and "batch_size=0: expected a number >= 1" in bad.stderr
 

@@ -82,6 +82,8 @@ def test_each_method_learns_and_predicts_through_the_same_entry_point(method, ti
     expected = Predictor(trainer.featurizer, trainer.model, 16).evaluate({"tnews": tnews, "ocnli": ocnli})
     for t in ("tnews", "ocnli"):
         assert scored["tasks"][t]["macro_f1"] == pytest.approx(expected["tasks"][t]["macro_f1"], abs=1e-9)
+        assert scored["tasks"][t]["confusion"] == expected["tasks"][t]["confusion"]  # per class, in eval.json too
+        assert list(scored["tasks"][t]["per_class"]) == list(TASKS[t].labels)
     assert not (tmp_path / "sub" / "ocemotion_predict.json").exists()
 
 
