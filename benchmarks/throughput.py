@@ -118,14 +118,9 @@ class Runner:
         return b
 
     def _naive_scores(self, b):
-        import torch
-
-        m = self.model
         logits = self.mlm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # [B, 256, V]
         at = logits.gather(1, b["slot_positions"][..., None].expand(-1, -1, logits.size(-1))).float().log_softmax(-1)
-        per = at.gather(2, m.label_ids[b["pattern"]].transpose(1, 2))
-        return torch.where(m.slot_mask[b["pattern"]][..., None], per, 0.0).sum(1).masked_fill(
-            ~m.label_mask[b["pattern"]], -1e9)
+        return self.model.label_scores(at, b["pattern"])
 
     def step(self, i: int, timed: bool) -> None:
         import torch

@@ -20,7 +20,7 @@ from pet_mtl.backbone import load_pretrained  # noqa: E402
 from pet_mtl.cli import CONF_DIR  # noqa: E402
 from pet_mtl.inference import Predictor  # noqa: E402
 from pet_mtl.methods import build_scorer  # noqa: E402
-from pet_mtl.patterns import PATTERNS_ROOT, load_pattern_set  # noqa: E402
+from pet_mtl.patterns import load_pattern_set  # noqa: E402
 from pet_mtl.regimes import load_task_data  # noqa: E402
 
 
@@ -29,7 +29,8 @@ def main(overrides: list[str]) -> None:
         cfg = compose(config_name="config", overrides=overrides)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    patterns = load_pattern_set(OmegaConf.to_container(cfg.patterns), cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
+    patterns = load_pattern_set(OmegaConf.to_container(cfg.patterns), cfg.tasks, list(cfg.pattern_roots),
+                                cfg.label_scoring)
     tokenizer, mlm = load_pretrained(cfg.model.path)
     featurizer, model = build_scorer("pet", tokenizer, mlm, patterns, list(cfg.tasks), cfg.model.max_length)
     data = load_task_data(cfg)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigError
 from .resources import data_dir
@@ -124,10 +124,15 @@ class Config:
     #: pet | heads | cln | pet_cln (pet_mtl/methods)
     method: str = "pet"
     tasks: List[str] = field(default_factory=lambda: ["ocnli", "ocemotion", "tnews"])
-    #: folder that pattern template paths are relative to; null = the project's patterns/
+    #: folders that pattern template paths are looked up in, in order, before the shipped patterns/ (searched last)
+    pattern_roots: List[str] = field(default_factory=list)
+    #: deprecated: one folder, now pattern_roots=[...] (removed in the next release)
     pattern_root: Optional[str] = None
-    #: task -> list of {template, verbalizer}; chosen with patterns=<set> from conf/patterns/
+    #: task -> list of {template, verbalizer, scoring, aggregate}; chosen with patterns=<set> from conf/patterns/
     patterns: Dict[str, Any] = field(default_factory=dict)
+    #: which slot positions count in a label word's score, for pattern-set entries that name no `scoring`:
+    #: padded | word | word_mean (pet_mtl.patterns.SCORING_RULES)
+    label_scoring: str = "padded"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -166,7 +171,8 @@ class PredictConfig:
 
 
 #: old key -> new key: the old spelling keeps working for one release, with a deprecation message
-RENAMED = {"data.split": "data.fewclue_split", "data.eval_per_task": "data.held_out_per_task"}
+RENAMED = {"data.split": "data.fewclue_split", "data.eval_per_task": "data.held_out_per_task",
+           "pattern_root": "pattern_roots"}
 
 
 def apply_renames(cfg: DictConfig) -> None:
@@ -176,6 +182,8 @@ def apply_renames(cfg: DictConfig) -> None:
         if value is None:
             continue
         default = OmegaConf.select(OmegaConf.structured(Config), new)
+        if isinstance(default, (list, ListConfig)) and not isinstance(value, (list, ListConfig)):
+            value = [value]  # one folder becomes a list of one
         current = OmegaConf.select(cfg, new)
         if current != default and current != value:
             raise ConfigError(f"{old}={value} (deprecated) and {new}={current} disagree; give only {new}")
@@ -228,6 +236,8 @@ def check(cfg: DictConfig) -> None:
     if cfg.train.resume and cfg.train.checkpoint_last != "full":
         raise ConfigError(f"train.resume=true needs train.checkpoint_last=full (the run keeps "
                           f"{cfg.train.checkpoint_last!r}: no training state to resume from)")
+    if cfg.label_scoring not in ("padded", "word", "word_mean"):
+        raise ConfigError(f"label_scoring={cfg.label_scoring!r}: expected padded, word or word_mean")
     if not cfg.tasks or len(set(cfg.tasks)) != len(cfg.tasks):
         raise ConfigError(f"tasks={list(cfg.tasks)}: expected one or more distinct task names")
     for t in [*cfg.tasks, *cfg.train.task_weights]:

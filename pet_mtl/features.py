@@ -10,13 +10,15 @@ BERT's tokenizer never makes one token of more than 100 characters), so the cut 
 unless a field is mostly whitespace or long unknown words.
 
 Verbalizer padding rule: a pattern's slot has as many [MASK] tokens as its longest label word (or the n of
-`mask(n)`); a shorter word is padded on the right with the tokenizer's pad token, and the padded positions
-count in the label score like real tokens, so every label of a pattern is scored over the same positions.
+`mask(n)`); a shorter word is padded on the right with the tokenizer's pad token. Which positions then count in a
+word's score is the pattern's scoring rule (patterns.SCORING_RULES): all of them ("padded"), the word's own
+("word"), or those divided by the word's token count ("word_mean").
 """
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,47 +29,68 @@ from .errors import ConfigError, PatternError
 from .patterns import Pattern, Rendered
 from .tasks import get_task
 
+log = logging.getLogger("pet_mtl")
+
 
 @dataclass(frozen=True)
 class LabelWords:
-    """A pattern's verbalizer in token ids: `ids[label]` has `slot_len` entries (pad-filled)."""
+    """A pattern's verbalizer in token ids: `ids[label][k]` is the label's k-th word, padded to `slot_len`."""
 
     slot_len: int
-    ids: tuple[tuple[int, ...], ...]
-    lengths: tuple[int, ...]
+    words: tuple[tuple[str, ...], ...]  # [label][k]
+    ids: tuple[tuple[tuple[int, ...], ...], ...]  # [label][k][slot_len], pad-filled
+    lengths: tuple[tuple[int, ...], ...]  # [label][k]: the word's own token count
+
+    def weights(self, rule: str) -> list[list[list[float]]]:
+        """[label][k][slot position] weight of each position's log-probability in the word's score (SCORING_RULES)."""
+        out = []
+        for lengths in self.lengths:
+            out.append([[1.0 if rule == "padded" or i < n else 0.0 for i in range(self.slot_len)]
+                        if rule != "word_mean" else [1.0 / n if i < n else 0.0 for i in range(self.slot_len)]
+                        for n in lengths])
+        return out
 
 
 def label_words(pattern: Pattern, tokenizer) -> LabelWords:
     task = get_task(pattern.task)
     where = pattern.verbalizer_origin or pattern.origin
-    tokenized = []
+    words = pattern.word_lists()
+    tokenized: dict[str, list[list[int]]] = {}
     for code in task.labels:
-        word = pattern.verbalizer[code]
-        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise PatternError(where, None, f"label {code} word {word!r} tokenizes to nothing")
-        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
-            raise PatternError(where, None, f"label {code} word {word!r} contains a token unknown to the tokenizer "
-                               f"({tokenizer.convert_ids_to_tokens(ids)}); choose a word in its vocabulary")
-        specials = set(ids) & set(tokenizer.all_special_ids)
-        if specials:
-            raise PatternError(where, None, f"label {code} word {word!r} contains the special token(s) "
-                               f"{tokenizer.convert_ids_to_tokens(sorted(specials))}; a label word must be real text")
-        tokenized.append(ids)
-    longest = max(len(t) for t in tokenized)
+        tokenized[code] = []
+        for word in words[code]:
+            ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise PatternError(where, None, f"label {code} word {word!r} tokenizes to nothing")
+            if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+                raise PatternError(where, None, f"label {code} word {word!r} contains a token unknown to the "
+                                   f"tokenizer ({tokenizer.convert_ids_to_tokens(ids)}); choose a word in its vocabulary")
+            specials = set(ids) & set(tokenizer.all_special_ids)
+            if specials:
+                raise PatternError(where, None, f"label {code} word {word!r} contains the special token(s) "
+                                   f"{tokenizer.convert_ids_to_tokens(sorted(specials))}; a label word must be real text")
+            tokenized[code].append(ids)
+    longest = max(len(t) for ts in tokenized.values() for t in ts)
     slot_len = pattern.declared_slot or longest
-    for code, ids in zip(task.labels, tokenized):
-        if len(ids) > slot_len:
-            raise PatternError(where, None, f"label {code} word {pattern.verbalizer[code]!r} is {len(ids)} tokens "
-                               f"({' '.join(tokenizer.convert_ids_to_tokens(ids))}) but {pattern.origin} declares a "
-                               f"slot of {slot_len} (mask({slot_len})); shorten the word or widen the slot")
+    for code in task.labels:
+        for word, ids in zip(words[code], tokenized[code]):
+            if len(ids) > slot_len:
+                raise PatternError(where, None, f"label {code} word {word!r} is {len(ids)} tokens "
+                                   f"({' '.join(tokenizer.convert_ids_to_tokens(ids))}) but {pattern.origin} declares "
+                                   f"a slot of {slot_len} (mask({slot_len})); shorten the word or widen the slot")
     pad = tokenizer.pad_token_id
     if pad is None:
         raise ConfigError("the tokenizer has no pad token; verbalizer padding needs one")
-    padded = tuple(tuple(ids + [pad] * (slot_len - len(ids))) for ids in tokenized)
-    if len(set(padded)) != len(padded):
-        raise PatternError(where, None, "two labels have the same token sequence after tokenization")
-    return LabelWords(slot_len, padded, tuple(len(t) for t in tokenized))
+    padded = {code: tuple(tuple(ids + [pad] * (slot_len - len(ids))) for ids in tokenized[code]) for code in task.labels}
+    seen: dict[tuple[int, ...], str] = {}
+    for code in task.labels:
+        for ids in padded[code]:
+            if ids in seen and seen[ids] != code:
+                raise PatternError(where, None, f"labels {seen[ids]} and {code} have a word with the same token "
+                                   "sequence after tokenization")
+            seen[ids] = code
+    return LabelWords(slot_len, tuple(words[c] for c in task.labels), tuple(padded[c] for c in task.labels),
+                      tuple(tuple(len(t) for t in tokenized[c]) for c in task.labels))
 
 
 CHARS_PER_TOKEN = 32
@@ -104,34 +127,61 @@ class ClozeFeaturizer:
         self.tasks = list(patterns)
         self.patterns: list[Pattern] = [p for t in self.tasks for p in patterns[t]]
         self.words = [label_words(p, tokenizer) for p in self.patterns]
+        for warning in self.warnings():
+            log.warning("%s", warning)
         self._by_task = {t: [i for i, p in enumerate(self.patterns) if p.task == t] for t in self.tasks}
 
     def describe(self) -> list[str]:
-        """Per pattern: the slot length, each label word's tokens, and which words are padded."""
+        """Per pattern: the slot length, the scoring rule, each label word's tokens, and which words are padded."""
         lines = []
         for p, w in zip(self.patterns, self.words):
-            words = [f"{code}={p.verbalizer[code]}[{' '.join(self.tokenizer.convert_ids_to_tokens(list(ids[:n])))}]"
-                     for code, ids, n in zip(get_task(p.task).labels, w.ids, w.lengths)]
-            padded = [p.verbalizer[code] for code, n in zip(get_task(p.task).labels, w.lengths) if n < w.slot_len]
-            lines.append(f"pattern {p.name}: slot of {w.slot_len} token(s); words {' '.join(words)}"
+            words = " ".join(f"{code}=" + "|".join(f"{word}[{' '.join(self.tokenizer.convert_ids_to_tokens(list(ids[:n])))}]"
+                                                  for word, ids, n in zip(ws, idss, ns))
+                             for code, ws, idss, ns in zip(get_task(p.task).labels, w.words, w.ids, w.lengths))
+            padded = [word for ws, ns in zip(w.words, w.lengths) for word, n in zip(ws, ns) if n < w.slot_len]
+            lines.append(f"pattern {p.name}: slot of {w.slot_len} token(s), scoring {p.scoring}; words {words}"
                          + (f"; padded with {self.tokenizer.pad_token}: {', '.join(padded)}" if padded else ""))
         return lines
+
+    def warnings(self) -> list[str]:
+        """Words of different token counts under the "padded" rule: the short words' pad positions are scored as if
+        the model should predict [PAD] there, which biases the pattern towards the long (or the short) words."""
+        out = []
+        for p, w in zip(self.patterns, self.words):
+            counts = {n for ns in w.lengths for n in ns}
+            if p.scoring == "padded" and len(counts) > 1:
+                by_count = {n: [word for ws, ns in zip(w.words, w.lengths) for word, m in zip(ws, ns) if m == n]
+                            for n in sorted(counts)}
+                out.append(f"pattern {p.name}: label words of different token counts ("
+                           + "; ".join(f"{n}: {', '.join(ws[:6])}{' ...' if len(ws) > 6 else ''}" for n, ws in by_count.items())
+                           + ") under scoring=padded, which scores the short words' [PAD] positions; use "
+                             "scoring: word_mean (or word) for this pattern or label_scoring=word_mean")
+        return out
 
     def patterns_of(self, task: str) -> list[int]:
         return self._by_task[task]
 
-    def label_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ids [P, C, S] (pad-filled), label_mask [P, C] (real labels), slot_mask [P, S] (real slot positions)."""
+    def label_tensors(self) -> dict[str, torch.Tensor]:
+        """The verbalizers as tensors for the cloze scorer (P patterns, C labels, K words, S slot positions):
+        ids [P, C, K, S] (pad-filled), weights [P, C, K, S] (each position's share in a word's score, by the
+        pattern's scoring rule), word_mask [P, C, K] (real words), label_mask [P, C] (real labels),
+        logsumexp [P] (the pattern combines a label's words by log-sum-exp, else by their mean)."""
+        P = len(self.words)
         C = max(len(w.ids) for w in self.words)
+        K = max(len(k) for w in self.words for k in w.ids)
         S = max(w.slot_len for w in self.words)
-        ids = torch.zeros(len(self.words), C, S, dtype=torch.long)
-        label_mask = torch.zeros(len(self.words), C, dtype=torch.bool)
-        slot_mask = torch.zeros(len(self.words), S, dtype=torch.bool)
-        for p, w in enumerate(self.words):
-            ids[p, : len(w.ids), : w.slot_len] = torch.tensor(w.ids)
-            label_mask[p, : len(w.ids)] = True
-            slot_mask[p, : w.slot_len] = True
-        return ids, label_mask, slot_mask
+        t = {"ids": torch.zeros(P, C, K, S, dtype=torch.long), "weights": torch.zeros(P, C, K, S),
+             "word_mask": torch.zeros(P, C, K, dtype=torch.bool), "label_mask": torch.zeros(P, C, dtype=torch.bool),
+             "logsumexp": torch.tensor([p.aggregate == "logsumexp" for p in self.patterns])}
+        for p, (w, pattern) in enumerate(zip(self.words, self.patterns)):
+            weights = w.weights(pattern.scoring)
+            for c, label_ids in enumerate(w.ids):
+                for k, ids in enumerate(label_ids):
+                    t["ids"][p, c, k, : w.slot_len] = torch.tensor(ids)
+                    t["weights"][p, c, k, : w.slot_len] = torch.tensor(weights[c][k])
+                    t["word_mask"][p, c, k] = True
+            t["label_mask"][p, : len(w.ids)] = True
+        return t
 
     def text(self, rendered: Rendered, pattern: int) -> str:
         return rendered.text(self.tokenizer.mask_token, self.words[pattern].slot_len)

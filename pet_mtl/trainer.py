@@ -29,7 +29,7 @@ from .features import Feature, collate
 from .inference import Predictor, autocast, pad_multiple
 from .methods import MethodOptions, build_scorer, get_method, label_loss
 from .optim import build_optimizer, warmup_linear
-from .patterns import PATTERNS_ROOT, load_pattern_set
+from .patterns import load_pattern_set
 from .regimes import load_task_data
 from .resources import data_dir
 from .runlog import RunLog
@@ -86,7 +86,7 @@ class Trainer:
         self.patterns = {}
         if self.method.uses_patterns:  # a method that reads plain text is never blocked by a pattern file
             patterns = OmegaConf.to_container(cfg.patterns) if OmegaConf.is_config(cfg.patterns) else cfg.patterns
-            self.patterns = load_pattern_set(patterns, cfg.tasks, cfg.pattern_root or PATTERNS_ROOT)
+            self.patterns = load_pattern_set(patterns, cfg.tasks, list(cfg.pattern_roots), cfg.label_scoring)
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
         self.options = MethodOptions(cln_dim=cfg.model.cln_dim)

@@ -80,11 +80,11 @@ def test_every_shipped_template_with_every_verbalizer_is_valid(template, verbali
     rendered = p.render(Example(task.name, "1", fields, None))
     assert [s.is_slot for s in rendered.segments].count(True) == 1
     assert {s.field for s in rendered.segments if s.field} == set(task.fields)  # every field reaches the model
-    words = [p.verbalizer[c] for c in task.labels]
+    words = [w for c in task.labels for w in p.word_lists()[c]]
     assert len(set(words)) == len(words) and all(w.strip() for w in words)
     tok, _ = tiny
     lw = label_words(p, tok)  # no unknown tokens, every word fits the slot
-    assert all(0 < n <= lw.slot_len for n in lw.lengths)
+    assert all(0 < n <= lw.slot_len for ns in lw.lengths for n in ns)
 
 
 def test_shipped_pattern_names_are_unique():

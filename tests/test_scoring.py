@@ -18,14 +18,19 @@ from pet_mtl.patterns import Pattern, PatternSpec, load_pattern
 UNEVEN_TNEWS = {"100": "小故事", "101": "文化", "102": "娱乐", "103": "体", "104": "财经", "106": "房产", "107": "汽车",
                 "108": "教育", "109": "科技", "110": "军事", "112": "旅游", "113": "国际", "114": "股票", "115": "农业",
                 "116": "游戏"}
+# several words for some labels, of different lengths
+MULTI_EMOTION = {"like": ["喜欢", "爱"], "happiness": ["开心", "高兴", "快乐"], "sadness": "伤心", "anger": "愤怒",
+                 "disgust": "厌恶", "surprise": ["惊讶", "吃惊"], "fear": "害怕"}
 
 
-def patterns():
+def patterns(rule="padded", aggregate="logsumexp"):
     return {
-        "ocnli": [load_pattern("ocnli", PatternSpec("ocnli/question.j2")),
-                  load_pattern("ocnli", PatternSpec("ocnli/relation.j2", "relation"))],
-        "ocemotion": [load_pattern("ocemotion", PatternSpec("ocemotion/mood.j2"))],
-        "tnews": [Pattern("tnews", "uneven", "{{ title }}。这是{{ mask }}新闻。", UNEVEN_TNEWS, origin="uneven.j2")],
+        "ocnli": [load_pattern("ocnli", PatternSpec("ocnli/question.j2"), scoring=rule),
+                  load_pattern("ocnli", PatternSpec("ocnli/relation.j2", "relation"), scoring=rule)],
+        "ocemotion": [Pattern("ocemotion", "multi", "心情：{{ mask }}。{{ text }}", MULTI_EMOTION, origin="multi.j2",
+                              scoring=rule, aggregate=aggregate)],
+        "tnews": [Pattern("tnews", "uneven", "{{ title }}。这是{{ mask }}新闻。", UNEVEN_TNEWS, origin="uneven.j2",
+                          scoring=rule)],
     }
 
 
@@ -35,7 +40,7 @@ MAX_LENGTH = 20
 CASES = [
     ("ocnli", 0, {"premise": "他在看书", "hypothesis": "他在学习"}, "他在看书？[MASK][MASK]，他在学习", 2),
     ("ocnli", 1, {"premise": "看书", "hypothesis": "学习"}, "前提：看书。假设：学习。关系：[MASK][MASK]。", 2),  # 20 tokens
-    ("ocemotion", 0, {"text": "好开心"}, "心情：[MASK][MASK]。好开心", 2),
+    ("ocemotion", 0, {"text": "好开心"}, "心情：[MASK][MASK]。好开心", 2),  # 1- and 2-token words, several a label
     ("tnews", 0, {"title": "国足赢了"}, "国足赢了。这是[MASK][MASK][MASK]新闻。", 3),  # 2 labels padded, 1 short
     # truncation to 20 tokens: the field loses its end, pattern text and slot stay
     ("tnews", 0, {"title": "很长的标题" * 6}, "很长的标题很长的标。这是[MASK][MASK][MASK]新闻。", 3),
@@ -44,8 +49,9 @@ CASES = [
 ]
 
 
-def oracle_scores(model_dir, text: str, words: list[str], slot_len: int) -> list[float]:
-    """Independent of pet_mtl's features/model code: tokenize the text, full forward, read the mask positions."""
+def oracle_scores(model_dir, text: str, words: dict, slot_len: int, rule: str, aggregate: str) -> list[float]:
+    """Independent of pet_mtl's features/model code: tokenize the text, full forward, read the mask positions, and
+    score each label's word(s) by the documented rule, combining several words as documented."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     mlm = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
     enc = tok(text, return_tensors="pt")
@@ -54,10 +60,16 @@ def oracle_scores(model_dir, text: str, words: list[str], slot_len: int) -> list
     positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
     assert len(positions) == slot_len and positions == list(range(positions[0], positions[0] + slot_len))
     scores = []
-    for w in words:
-        ids = tok(w, add_special_tokens=False)["input_ids"]
-        ids = ids + [tok.pad_token_id] * (slot_len - len(ids))  # the documented padding rule
-        scores.append(sum(logp[p, i].item() for p, i in zip(positions, ids)))
+    for listed in words.values():
+        per_word = []
+        for w in [listed] if isinstance(listed, str) else listed:
+            ids = tok(w, add_special_tokens=False)["input_ids"]
+            n = len(ids)
+            ids = ids + [tok.pad_token_id] * (slot_len - n)  # the documented padding
+            joint = sum(logp[p, i].item() for p, i in zip(positions, ids if rule == "padded" else ids[:n]))
+            per_word.append(joint / n if rule == "word_mean" else joint)
+        scores.append(math.log(sum(math.exp(x) for x in per_word)) if aggregate == "logsumexp"
+                      else sum(per_word) / len(per_word))
     return scores
 
 
@@ -65,9 +77,11 @@ def test_label_words_pad_shorter_words_with_the_pad_token(tiny):
     tok, _ = tiny
     w = label_words(patterns()["tnews"][0], tok)
     assert w.slot_len == 3
-    assert w.lengths[0] == 3 and w.lengths[3] == 1
-    assert w.ids[3] == (tok.convert_tokens_to_ids("体"), tok.pad_token_id, tok.pad_token_id)
-    assert w.ids[1][2] == tok.pad_token_id
+    assert w.lengths[0] == (3,) and w.lengths[3] == (1,)
+    assert w.ids[3] == ((tok.convert_tokens_to_ids("体"), tok.pad_token_id, tok.pad_token_id),)
+    assert w.ids[1][0][2] == tok.pad_token_id
+    assert w.weights("padded")[3] == [[1.0, 1.0, 1.0]] and w.weights("word")[3] == [[1.0, 0.0, 0.0]]
+    assert w.weights("word_mean")[1] == [[0.5, 0.5, 0.0]]
 
 
 def test_declared_slot_shorter_than_a_word_is_refused(tiny):
@@ -78,13 +92,15 @@ def test_declared_slot_shorter_than_a_word_is_refused(tiny):
     with pytest.raises(PatternError, match="'小故事' is 3 tokens .* declares a slot of 2"):
         label_words(p, tok)
     wide = label_words(Pattern("tnews", "w", "{{ title }}{{ mask(4) }}", UNEVEN_TNEWS, origin="w.j2"), tok)
-    assert wide.slot_len == 4 and wide.ids[1][2:] == (tok.pad_token_id,) * 2
+    assert wide.slot_len == 4 and wide.ids[1][0][2:] == (tok.pad_token_id,) * 2
 
 
-def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny):
+@pytest.mark.parametrize("rule,aggregate", [("padded", "logsumexp"), ("word", "logsumexp"), ("word_mean", "logsumexp"),
+                                            ("word", "mean")])
+def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny, rule, aggregate):
     tok, mlm = tiny
-    enc = ClozeFeaturizer(tok, patterns(), max_length=MAX_LENGTH)
-    model = ClozeModel(mlm, *enc.label_tensors()).eval()
+    enc = ClozeFeaturizer(tok, patterns(rule, aggregate), max_length=MAX_LENGTH)
+    model = ClozeModel(mlm, enc.label_tensors()).eval()
     feats = []
     for i, (task, k, fields, _, _) in enumerate(CASES):
         f = enc.encode([Example(task, str(i), fields, None)], with_labels=False)[k]
@@ -94,8 +110,8 @@ def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny):
                           precision="fp32", device=torch.device("cpu"))
     for row, (f, (task, _, _, text, slot_len)) in enumerate(zip(feats, CASES)):
         assert list(f.input_ids) == tok(text)["input_ids"], (text, tok.decode(list(f.input_ids)))
-        words = list(enc.patterns[f.pattern].verbalizer.values())
-        expected = oracle_scores(tiny_dir, text, words, slot_len)
+        words = enc.patterns[f.pattern].verbalizer
+        expected = oracle_scores(tiny_dir, text, words, slot_len, rule, aggregate)
         assert torch.allclose(ours[row, : len(words)], torch.tensor(expected), atol=1e-4), text
         assert (ours[row, len(words):] <= -1e8).all()  # labels the task lacks never win
 
@@ -103,8 +119,8 @@ def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny):
 def test_full_forward_fallback_gives_the_same_scores(tiny):
     tok, mlm = tiny
     enc = ClozeFeaturizer(tok, patterns(), max_length=MAX_LENGTH)
-    fast = ClozeModel(mlm, *enc.label_tensors()).eval()
-    slow = ClozeModel(mlm, *enc.label_tensors()).eval()
+    fast = ClozeModel(mlm, enc.label_tensors()).eval()
+    slow = ClozeModel(mlm, enc.label_tensors()).eval()
     slow.head = None
     exs = [Example(task, str(i), fields, None) for i, (task, _, fields, _, _) in enumerate(CASES)]
     batch = collate([f for e in exs for f in enc.encode([e])], tok.pad_token_id, 1)

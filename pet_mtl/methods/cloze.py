@@ -1,10 +1,12 @@
 """PET's output style: one masked LM answers every task through its own MLM head (method=pet).
 
-Label score = joint log-probability of the label's (padded) verbalizer tokens at the slot positions: the sum
-over slot positions of log-softmax over the full vocabulary. The encoder runs on the whole sequence, but the
-MLM head (transform + vocabulary projection) runs only on the slot positions: for a 64-token TNEWS title with a
-2-token slot that is 32x less head work, and the head is the costliest layer of a small Chinese BERT
-(256 x 21,128). The result is identical to gathering from a full forward (tests/test_scoring.py is the oracle).
+A label word's score is built from the log-probabilities (log-softmax over the full vocabulary) of its tokens at
+the slot positions; the pattern's scoring rule says which positions count (patterns.SCORING_RULES: the whole
+padded slot, the word's own tokens, or their per-token mean), and a label with several words combines them by
+log-sum-exp or mean (patterns.AGGREGATIONS). The encoder runs on the whole sequence, but the MLM head (transform +
+vocabulary projection) runs only on the slot positions: for a 64-token TNEWS title with a 2-token slot that is 32x
+less head work, and the head is the costliest layer of a small Chinese BERT (256 x 21,128). The result is
+identical to gathering from a full forward (tests/test_scoring.py is the oracle, one case per rule).
 """
 from __future__ import annotations
 
@@ -32,13 +34,13 @@ def mlm_head(mlm: nn.Module) -> nn.Module | None:
 
 
 class ClozeModel(Scorer):
-    def __init__(self, mlm: nn.Module, label_ids: torch.Tensor, label_mask: torch.Tensor, slot_mask: torch.Tensor):
+    def __init__(self, mlm: nn.Module, verbalizers: dict[str, torch.Tensor]):
+        """`verbalizers`: ClozeFeaturizer.label_tensors() (ids, weights, word_mask, label_mask, logsumexp)."""
         super().__init__(mlm)
         self.head = mlm_head(mlm)
-        self.max_labels = label_ids.size(1)
-        self.register_buffer("label_ids", label_ids, persistent=False)
-        self.register_buffer("label_mask", label_mask, persistent=False)
-        self.register_buffer("slot_mask", slot_mask, persistent=False)
+        self.max_labels = verbalizers["label_mask"].size(1)
+        for name, tensor in verbalizers.items():
+            self.register_buffer(name, tensor, persistent=False)
 
     def slot_logits(self, input_ids, attention_mask, slot_positions) -> torch.Tensor:
         """[B, S, V] vocabulary logits at the slot positions."""
@@ -49,14 +51,22 @@ class ClozeModel(Scorer):
         at_slots = hidden.gather(1, slot_positions[..., None].expand(-1, -1, hidden.size(-1)))
         return self.head(at_slots)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
-        """[B, C] label scores; labels a pattern's task lacks score NEG."""
-        logp = self.slot_logits(input_ids, attention_mask, slot_positions).float().log_softmax(-1)  # [B, S, V]
-        S = logp.size(1)
-        cand = self.label_ids[pattern][:, :, :S]  # [B, C, S]
-        per_pos = logp.gather(2, cand.transpose(1, 2))  # [B, S, C]
-        scores = torch.where(self.slot_mask[pattern][:, :S, None], per_pos, 0.0).sum(1)
+    def label_scores(self, logp: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+        """[B, C] label scores from [B, S, V] log-probabilities at the slot; labels a pattern's task lacks score NEG."""
+        B, S, _ = logp.shape
+        ids = self.ids[pattern][..., :S]  # [B, C, K, S]
+        C, K = ids.size(1), ids.size(2)
+        per_pos = logp.gather(2, ids.reshape(B, C * K, S).transpose(1, 2))  # [B, S, C*K]
+        words = (per_pos.transpose(1, 2).reshape(B, C, K, S) * self.weights[pattern][..., :S]).sum(-1)  # [B, C, K]
+        mask = self.word_mask[pattern]
+        lse = words.masked_fill(~mask, float("-inf")).logsumexp(-1)
+        mean = words.masked_fill(~mask, 0.0).sum(-1) / mask.sum(-1).clamp(min=1)
+        scores = torch.where(self.logsumexp[pattern][:, None], lse, mean)
         return scores.masked_fill(~self.label_mask[pattern], NEG)
+
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
+        logp = self.slot_logits(input_ids, attention_mask, slot_positions).float().log_softmax(-1)  # [B, S, V]
+        return self.label_scores(logp, pattern)
 
 
 def cloze_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
@@ -66,7 +76,7 @@ def cloze_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], task
 
 def cloze_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> ClozeModel:
     assert isinstance(featurizer, ClozeFeaturizer), "the cloze scorer reads the cloze featurizer's label words"
-    return ClozeModel(mlm, *featurizer.label_tensors())
+    return ClozeModel(mlm, featurizer.label_tensors())
 
 
 PET = Method("pet", "pattern cloze answered by the MLM head", cloze_featurizer, cloze_scorer, uses_patterns=True)

@@ -33,10 +33,10 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, no
 from jinja2 import filters as jinja_filters
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from .data import Example
-from .errors import ConfigError, DataError, PatternError
-from .resources import PATTERNS_ROOT
-from .tasks import Task, get_task
+from ..data import Example
+from ..errors import ConfigError, DataError, PatternError
+from ..resources import PATTERNS_ROOT
+from ..tasks import Task, get_task
 
 MAX_SLOT = 16
 _MARKER_BLOCK = 0x200  # slot, field open/close, then one code point per field from +0x100
@@ -236,6 +236,10 @@ class Pattern:
     verbalizer_origin: str = ""
     _template: Any = field(default=None, repr=False, compare=False)
     declared_slot: int | None = None
+    #: which slot positions count in a label word's score (SCORING_RULES)
+    scoring: str = "padded"
+    #: how the scores of a label's several words combine (AGGREGATIONS)
+    aggregate: str = "logsumexp"
 
     def __post_init__(self) -> None:
         task = get_task(self.task)
@@ -262,6 +266,11 @@ class Pattern:
         probe = Example(task.name, "probe", {f: "甲乙丙丁" * 128 for f in task.fields}, None, "probe")
         self.declared_slot = self.render(probe).declared_slot
         self._check_verbalizer(task)
+        where = self.verbalizer_origin or origin
+        if self.scoring not in SCORING_RULES:
+            raise PatternError(where, None, f"scoring={self.scoring!r}: expected one of {', '.join(SCORING_RULES)}")
+        if self.aggregate not in AGGREGATIONS:
+            raise PatternError(where, None, f"aggregate={self.aggregate!r}: expected one of {', '.join(AGGREGATIONS)}")
 
     def _check_verbalizer(self, task: Task) -> None:
         where = self.verbalizer_origin or self.origin
@@ -273,12 +282,21 @@ class Pattern:
             raise PatternError(where, None, f"verbalizer names unknown {task.name} label(s) {', '.join(map(str, extra))}")
         words: dict[str, str] = {}
         for code in task.labels:
-            word = self.verbalizer[code]
-            if not isinstance(word, str) or not word.strip():
-                raise PatternError(where, None, f"verbalizer word for label {code} must be a non-empty string")
-            if word in words:
-                raise PatternError(where, None, f"labels {words[word]} and {code} share the word {word!r}")
-            words[word] = code
+            value = self.verbalizer[code]
+            listed = value if isinstance(value, (list, tuple)) else [value]
+            if not listed or not all(isinstance(w, str) and w.strip() for w in listed):
+                raise PatternError(where, None, f"verbalizer word for label {code} must be a non-empty string or a "
+                                   "non-empty list of them")
+            for word in listed:
+                if word in words:
+                    raise PatternError(where, None, f"labels {words[word]} and {code} share the word {word!r}"
+                                       if words[word] != code else f"label {code} lists the word {word!r} twice")
+                words[word] = code
+
+    def word_lists(self) -> dict[str, tuple[str, ...]]:
+        """Every label's words, in the task's label order (a single word is a list of one)."""
+        return {code: tuple(v) if isinstance(v, (list, tuple)) else (v,)
+                for code, v in ((c, self.verbalizer[c]) for c in get_task(self.task).labels)}
 
     def render(self, example: Example) -> Rendered:
         origin = self.origin or self.name
@@ -315,20 +333,40 @@ class Pattern:
         return Rendered(tuple(segments), declared[0])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "name": self.name, "source": self.source, "verbalizer": dict(self.verbalizer)}
+        return {"task": self.task, "name": self.name, "source": self.source, "verbalizer": dict(self.verbalizer),
+                "scoring": self.scoring, "aggregate": self.aggregate}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], origin: str) -> "Pattern":
+        """A pattern as a checkpoint recorded it; checkpoints from before scoring rules scored "padded"."""
         return cls(task=d["task"], name=d["name"], source=d["source"], verbalizer=dict(d["verbalizer"]),
-                   origin=f"{origin}#{d['name']}", verbalizer_origin=f"{origin}#{d['name']}")
+                   origin=f"{origin}#{d['name']}", verbalizer_origin=f"{origin}#{d['name']}",
+                   scoring=d.get("scoring", "padded"), aggregate=d.get("aggregate", "logsumexp"))
+
+
+#: which slot positions count in a label word's score. The slot has the same length for every label of a pattern
+#: (the longest word's token count); a shorter word is padded on the right with the pad token.
+SCORING_RULES = {
+    "padded": "joint log-probability over the whole slot, the padding's [PAD] positions included",
+    "word": "joint log-probability of the word's own tokens; padded positions are ignored",
+    "word_mean": "the word's joint log-probability divided by its token count (per-token mean)",
+}
+#: how a label's several words combine into its score
+AGGREGATIONS = {
+    "logsumexp": "log of the summed probabilities of the words (the label is any of them)",
+    "mean": "the mean of the words' scores",
+}
 
 
 @dataclass(frozen=True)
 class PatternSpec:
-    """One entry of a pattern set (conf/patterns/*.yaml): a template file and a verbalizer name."""
+    """One entry of a pattern set (conf/patterns/*.yaml): a template file, a verbalizer name, and optionally the
+    scoring rule and multi-word aggregation (None: the run's `label_scoring` / logsumexp)."""
 
     template: str
     verbalizer: str = "default"
+    scoring: str | None = None
+    aggregate: str | None = None
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -356,18 +394,38 @@ def load_verbalizer(path: Path, name: str, task: Task) -> dict[str, str]:
     if not isinstance(data, dict) or name not in data or not isinstance(data[name], dict):
         names = ", ".join(data) if isinstance(data, dict) else "none"
         raise PatternError(path, None, f"no verbalizer named {name!r} (a mapping label -> word); found: {names}")
-    return {str(k): v for k, v in data[name].items()}
+    return {str(k): list(v) if isinstance(v, list) else v for k, v in data[name].items()}
 
 
-def load_pattern(task_name: str, spec: PatternSpec, root: str | Path = PATTERNS_ROOT) -> Pattern:
-    """Load and validate one pattern; `spec.template` is absolute or relative to `root`."""
+def pattern_roots(roots: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    """The folders templates are looked up in, in order: the user's (given first) and the shipped library last."""
+    if roots is None:
+        given = []
+    elif isinstance(roots, (str, Path)):
+        given = [roots]
+    else:
+        given = list(roots)
+    out = [Path(r).expanduser().resolve() for r in given]
+    return out + ([PATTERNS_ROOT] if PATTERNS_ROOT not in out else [])
+
+
+def find_template(template: str, roots: Sequence[Path]) -> Path | None:
+    path = Path(template).expanduser()
+    if path.is_absolute():
+        return path if path.is_file() else None
+    return next((r / path for r in roots if (r / path).is_file()), None)
+
+
+def load_pattern(task_name: str, spec: PatternSpec, root: str | Path | Sequence[str | Path] | None = None,
+                 scoring: str = "padded") -> Pattern:
+    """Load and validate one pattern; `spec.template` is absolute or relative to the first of the pattern roots
+    (`root`: one folder or several, searched in order before the shipped library) that has it."""
     task = get_task(task_name)
-    path = Path(spec.template)
-    if not path.is_absolute():
-        path = Path(root) / path
-    if not path.is_file():
-        raise ConfigError(f"{task.name}: pattern template {path} not found; fix the pattern set's 'template' entry "
-                          f"or add the file")
+    roots = pattern_roots(root)
+    path = find_template(spec.template, roots)
+    if path is None:
+        raise ConfigError(f"{task.name}: pattern template {spec.template} not found in {', '.join(map(str, roots))}; "
+                          "fix the pattern set's 'template' entry or add the file")
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -376,12 +434,15 @@ def load_pattern(task_name: str, spec: PatternSpec, root: str | Path = PATTERNS_
     verbalizer = load_verbalizer(vpath, spec.verbalizer, task)
     name = f"{path.parent.name}/{path.stem}" + ("" if spec.verbalizer == "default" else f"@{spec.verbalizer}")
     return Pattern(task=task.name, name=name, source=source, verbalizer=verbalizer, origin=str(path),
-                   verbalizer_origin=f"{vpath}#{spec.verbalizer}")
+                   verbalizer_origin=f"{vpath}#{spec.verbalizer}", scoring=spec.scoring or scoring,
+                   aggregate=spec.aggregate or "logsumexp")
 
 
 def load_pattern_set(pattern_set: Mapping[str, Sequence[Any]], tasks: Sequence[str],
-                     root: str | Path = PATTERNS_ROOT) -> dict[str, list[Pattern]]:
-    """Load the patterns a set names for each task; every task must have at least one."""
+                     root: str | Path | Sequence[str | Path] | None = None,
+                     scoring: str = "padded") -> dict[str, list[Pattern]]:
+    """Load the patterns a set names for each task; every task must have at least one. `scoring` is the rule for
+    entries that name none."""
     out: dict[str, list[Pattern]] = {}
     for task_name in tasks:
         get_task(task_name)
@@ -393,12 +454,13 @@ def load_pattern_set(pattern_set: Mapping[str, Sequence[Any]], tasks: Sequence[s
         for entry in entries:
             if isinstance(entry, str):
                 specs.append(PatternSpec(entry))
-            elif isinstance(entry, Mapping) and "template" in entry:
-                specs.append(PatternSpec(str(entry["template"]), str(entry.get("verbalizer", "default"))))
+            elif isinstance(entry, Mapping) and "template" in entry and set(entry) <= set(PatternSpec.__annotations__):
+                specs.append(PatternSpec(str(entry["template"]), str(entry.get("verbalizer", "default")),
+                                         entry.get("scoring"), entry.get("aggregate")))
             else:
                 raise ConfigError(f"pattern set entry {entry!r} for {task_name}: expected a template path or "
-                                  "{template: ..., verbalizer: ...}")
-        out[task_name] = [load_pattern(task_name, s, root) for s in specs]
+                                  "{template: ..., verbalizer: ..., scoring: ..., aggregate: ...}")
+        out[task_name] = [load_pattern(task_name, s, root, scoring) for s in specs]
     unknown = sorted(set(pattern_set) - set(tasks) - {"root"})
     for name in unknown:
         get_task(name)  # a typo in a task name is an error, a known task that is not trained is fine
