@@ -58,3 +58,38 @@ def check_overrides(argv: list[str], schema: Any, groups: set[str], open_maps: s
         print(f"error: {o.input_line}: {key} is not a config key{hint} (all keys: {sys.argv[0].split('/')[-1]} "
               "--cfg job)", file=sys.stderr)
         sys.exit(2)
+
+
+def register_user_pattern_sets(argv: list[str]) -> None:
+    """Pattern-set files in the user's pattern roots (<root>/sets/<name>.yaml, from pattern_roots=[...] on the
+    command line) become options of the `patterns` group, beside the shipped conf/patterns/*.yaml."""
+    from pathlib import Path
+
+    import yaml
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from .patterns import UniqueKeyLoader
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except HydraException:
+        return
+    roots: list[str] = []
+    for o in overrides:
+        if o.key_or_group.lstrip("+") in ("pattern_roots", "pattern_root") and not o.is_sweep_override():
+            value = o.value()
+            roots += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    shipped = {p.stem for p in (Path(CONF_DIR) / "patterns").glob("*.yaml")}
+    for root in roots:
+        for path in sorted(Path(root).expanduser().glob("sets/*.yaml")):
+            if path.stem in shipped:
+                print(f"error: {path}: a shipped pattern set is named {path.stem!r} too; rename yours", file=sys.stderr)
+                sys.exit(2)
+            try:
+                node = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}  # noqa: S506
+            except yaml.YAMLError as e:
+                print(f"error: {path}: not valid YAML: {str(e).splitlines()[0]}", file=sys.stderr)
+                sys.exit(2)
+            ConfigStore.instance().store(group="patterns", name=path.stem, node=node)

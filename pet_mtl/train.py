@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .cli import CONF_DIR, check_overrides, friendly_errors
+from .cli import CONF_DIR, check_overrides, friendly_errors, register_user_pattern_sets
 
 log = logging.getLogger("pet_mtl")
 
@@ -48,4 +48,5 @@ if __name__ == "__main__":
     from .config import Config
 
     check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
+    register_user_pattern_sets(sys.argv[1:])
     main()

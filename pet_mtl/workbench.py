@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import logging
 import re
 import sys
 import tempfile
@@ -115,9 +116,7 @@ def check(args) -> int:
                         from .features import ClozeFeaturizer
 
                         featurizer = ClozeFeaturizer(tokenizer, {task: [p]}, args.max_length)
-                        detail = " | " + featurizer.describe()[0].split(": ", 1)[1]
-                        for warning in featurizer.warnings():
-                            print(f"warning: {warning}")
+                        detail = " | " + featurizer.describe()[0].split(": ", 1)[1]  # its warnings are logged
                     print(f"ok: {template} @{name}{detail}")
                 except PetMtlError as e:
                     print(f"error: {e}")
@@ -146,7 +145,7 @@ def preview(args) -> int:
     texts += [w for p in patterns[task] for ws in p.word_lists().values() for w in ws]
     tokenizer, _ = _tokenizer_and_model(args.model, texts)
     featurizer = ClozeFeaturizer(tokenizer, patterns, args.max_length)
-    for line in featurizer.describe() + [f"warning: {w}" for w in featurizer.warnings()]:
+    for line in featurizer.describe():
         print(line)
     for ex in examples[: args.n]:
         print(f"\n{task} {ex.id}" + (f" (label {ex.label})" if ex.label else "") + f" from {ex.source}")
@@ -322,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--name", default="searched", help="the verbalizer's name in that file")
     _add_common(s, model_required=True)
     args = ap.parse_args(argv)
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     commands = {"check": check, "preview": preview, "zero-shot": zero_shot, "search-verbalizers": search_verbalizers}
     try:
         return commands[args.command](args)
