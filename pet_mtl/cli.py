@@ -34,18 +34,24 @@ def friendly_errors(fn):
     return wrapper
 
 
+def _overrides(argv: list[str]) -> list:
+    """The command line's key=value overrides, parsed as Hydra parses them ([] when Hydra would refuse them: it
+    then reports its own syntax error)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except HydraException:
+        return []
+
+
 def check_overrides(argv: list[str], schema: Any, groups: set[str], open_maps: set[str]) -> None:
     """Refuse, with a "did you mean", an override whose key the typed config does not have. Hydra itself lets
     `+train.max_step=20` through (the run then trains its default length, and the typo lands in the config) and
     answers `train.max_step=20` with no suggestion. `groups` are config groups (patterns=alt), `open_maps` the
     keys whose entries are free (patterns.tnews, train.task_weights.ocnli, files.tnews)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
-    except HydraException:
-        return  # Hydra reports its own syntax errors
+    overrides = _overrides(argv)
     leaves = flatten(OmegaConf.to_container(OmegaConf.structured(schema)))
     known = set(leaves) | {k.rsplit(".", i)[0] for k in leaves for i in range(1, k.count(".") + 1)}
     for o in overrides:
@@ -67,17 +73,11 @@ def register_user_pattern_sets(argv: list[str]) -> None:
 
     import yaml
     from hydra.core.config_store import ConfigStore
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     from .patterns import UniqueKeyLoader
 
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
-    except HydraException:
-        return
     roots: list[str] = []
-    for o in overrides:
+    for o in _overrides(argv):
         if o.key_or_group.lstrip("+") in ("pattern_roots", "pattern_root") and not o.is_sweep_override():
             value = o.value()
             roots += [str(v) for v in value] if isinstance(value, list) else [str(value)]

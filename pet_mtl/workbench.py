@@ -232,9 +232,9 @@ def search_verbalizers(args) -> int:
              and tokenizer.unk_token_id not in ids]
     if len(words) < task.num_labels:
         raise PetMtlError(f"only {len(words)} candidate words of {args.tokens} tokens; give --words or more --rows")
-    template = args.template or {"tnews": "tnews/topic.j2", "ocemotion": "ocemotion/feel.j2",
-                                 "ocnli": "ocnli/question.j2"}[task.name]
     roots = pattern_roots(args.roots)
+    first = _pattern_set("default", roots)[task.name][0]  # the task's pattern in the default set
+    template = args.template or (first if isinstance(first, str) else first["template"])
     probe = load_pattern(task.name, PatternSpec(template), roots)
     # the template with a slot of --tokens positions: placeholder words of that length (their scores are not used)
     pattern = Pattern(task.name, f"{probe.name}@search", probe.source, dict(zip(task.labels, words)), probe.origin)
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_patterns(z)
     s = sub.add_parser("search-verbalizers", help="find label words from the model and the task's text")
     s.add_argument("--task", required=True, choices=list(TASKS))
-    s.add_argument("--template", help="the pattern whose slot is searched (default: the task's default pattern)")
+    s.add_argument("--template", help="the pattern whose slot is searched (default: the task's in the default set)")
     s.add_argument("--data-dir", help="folder of the competition files (default: the demo data)")
     s.add_argument("--file", help="a labelled file instead of the training file")
     s.add_argument("--tokens", type=int, default=2, help="token length of the label words")
