@@ -131,8 +131,8 @@ class Config:
     #: task -> list of {template, verbalizer, scoring, aggregate}; chosen with patterns=<set> from conf/patterns/
     patterns: Dict[str, Any] = field(default_factory=dict)
     #: which slot positions count in a label word's score, for pattern-set entries that name no `scoring`:
-    #: padded | word | word_mean (pet_mtl.patterns.SCORING_RULES)
-    label_scoring: str = "padded"
+    #: padded | word | word_mean (pet_mtl.patterns.SCORING_RULES; word won on zh-mini-mlm, benchmarks/RESULTS.md)
+    label_scoring: str = "word"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -236,8 +236,10 @@ def check(cfg: DictConfig) -> None:
     if cfg.train.resume and cfg.train.checkpoint_last != "full":
         raise ConfigError(f"train.resume=true needs train.checkpoint_last=full (the run keeps "
                           f"{cfg.train.checkpoint_last!r}: no training state to resume from)")
-    if cfg.label_scoring not in ("padded", "word", "word_mean"):
-        raise ConfigError(f"label_scoring={cfg.label_scoring!r}: expected padded, word or word_mean")
+    from .patterns import SCORING_RULES
+
+    if cfg.label_scoring not in SCORING_RULES:
+        raise ConfigError(f"label_scoring={cfg.label_scoring!r}: expected one of {', '.join(SCORING_RULES)}")
     if not cfg.tasks or len(set(cfg.tasks)) != len(cfg.tasks):
         raise ConfigError(f"tasks={list(cfg.tasks)}: expected one or more distinct task names")
     for t in [*cfg.tasks, *cfg.train.task_weights]:

@@ -155,7 +155,7 @@ class ClozeFeaturizer:
                 out.append(f"pattern {p.name}: label words of different token counts ("
                            + "; ".join(f"{n}: {', '.join(ws[:6])}{' ...' if len(ws) > 6 else ''}" for n, ws in by_count.items())
                            + ") under scoring=padded, which scores the short words' [PAD] positions; use "
-                             "scoring: word_mean (or word) for this pattern or label_scoring=word_mean")
+                             "scoring: word (the default) or word_mean for this pattern, or label_scoring=word")
         return out
 
     def patterns_of(self, task: str) -> list[int]:

@@ -49,7 +49,7 @@ def read_run(metrics: Path) -> Run | None:
     if overrides.is_file():
         for item in yaml.safe_load(overrides.read_text(encoding="utf-8")) or []:
             key, _, value = str(item).lstrip("+~").partition("=")
-            params[key] = value
+            params[key] = canonical(value)
     params.setdefault("method", doc.get("method", "pet"))
     params.setdefault("seed", str(doc.get("seed", "")))
     held_out = doc.get("held_out") or doc.get("test")  # "test": runs written before the rename to held_out
@@ -57,6 +57,18 @@ def read_run(metrics: Path) -> Run | None:
     return Run(metrics.parent, params, scored_on, {t: s["macro_f1"] for t, s in result["tasks"].items()},
                result["score"], doc.get("wall_seconds", float("nan")),
                {t: {code: c["f1"] for code, c in s.get("per_class", {}).items()} for t, s in result["tasks"].items()})
+
+
+def canonical(value: str) -> str:
+    """One spelling per value, so runs given `train.lr=3e-4` and `train.lr=0.0003` (as a multirun writes it), or
+    `false` and `False`, fall in the same row."""
+    if value.strip().lower() in ("true", "false"):
+        return value.strip().lower()
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
 
 
 def _job_order(path: Path):

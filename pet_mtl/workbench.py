@@ -58,7 +58,7 @@ def _patterns(args, tasks: Sequence[str]) -> dict[str, list[Pattern]]:
     if getattr(args, "template", None):
         spec = PatternSpec(args.template, args.verbalizer, args.scoring_rule)
         return {tasks[0]: [load_pattern(tasks[0], spec, roots)]}
-    return load_pattern_set(_pattern_set(args.set, roots), tasks, roots, args.scoring_rule or "padded")
+    return load_pattern_set(_pattern_set(args.set, roots), tasks, roots, args.scoring_rule or "word")
 
 
 def _labelled(task: str, args, rows: int, part: str = "val") -> list[Example]:

@@ -69,7 +69,7 @@ def test_the_log_says_what_the_run_will_do_and_keeps_loss_lines_under_the_bar(lo
     assert f"run directory: {run_dir}" in log and "plan: 6 steps of 8 examples" in log
     for t in TASKS:
         assert f"{t}: " in log and " validation rows" in log
-    assert ("pattern ocnli/question: slot of 2 token(s), scoring padded; words 0=是的[是 的] 1=可能[可 能] 2=不是[不 是]"
+    assert ("pattern ocnli/question: slot of 2 token(s), scoring word; words 0=是的[是 的] 1=可能[可 能] 2=不是[不 是]"
             in log)
     assert [line.split("loss ")[1].split()[0] for line in log.splitlines() if "(mean of the last 2 steps)" in line]
     assert sum("(mean of the last 2 steps)" in line for line in log.splitlines()) == 3  # steps 2, 4, 6
@@ -154,3 +154,11 @@ def test_the_training_bar_leaves_evaluation_time_out_of_its_clock(tmp_path):
         assert runlog.bar.format_dict["elapsed"] < 0.4  # the ETA is computed from training time alone
         runlog.step(2, 10, 4.0, 1e-3, 10.0)
         assert "loss=3.0000" in runlog.bar.postfix  # the mean of the window, not a moving average
+
+
+def test_the_report_puts_one_value_spelt_two_ways_in_one_row():
+    from pet_mtl.report import canonical
+
+    assert canonical("3e-4") == canonical("0.0003") and canonical("False") == canonical("false") == "false"
+    assert canonical("1") == canonical("1.0") == "1" and canonical("few_all") == "few_all"
+    assert canonical("[tnews/topic.j2]") == "[tnews/topic.j2]"
