@@ -43,8 +43,10 @@ def examples(synthetic_dir):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_learns_and_predicts_through_the_same_entry_point(method, tiny_dir, synthetic_dir, tmp_path):
-    cfg = make_cfg(f"method={method}", f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=3e-3",
-                   "train.epochs=8", "train.batch_size=16", "train.eval_every=40", "train.progress=false",
+    # lr 2e-3 x 10 epochs: at 3e-3 the conditional LayerNorm of pet_cln stalls for some random inits of the tiny
+    # model (its zero-initialised projections move at Adam's full rate), which is the method, not the loop
+    cfg = make_cfg(f"method={method}", f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=2e-3",
+                   "train.epochs=10", "train.batch_size=16", "train.eval_every=40", "train.progress=false",
                    "data.val_size=0.25", "train.warmup_ratio=0.1", "train.predict_splits=[]")
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.fit()
