@@ -167,6 +167,8 @@ class PredictConfig:
     num_threads: Optional[int] = None
     #: a progress bar per task
     progress: bool = True
+    #: also write each task's label log-probabilities (<task>_scores.jsonl) for python -m pet_mtl.ensemble
+    save_scores: bool = False
     device: str = "cpu"
 
 

@@ -27,7 +27,8 @@ def main(cfg: DictConfig) -> str:
         torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.checkpoint, cfg.split, bool(cfg.files))
     result = write_submission(cfg.checkpoint, cfg.data.dir, cfg.split, out, cfg.batch_size, cfg.precision,
-                              cfg.device, cfg.trust_pickle, dict(cfg.files), cfg.labelled, cfg.strict, cfg.progress)
+                              cfg.device, cfg.trust_pickle, dict(cfg.files), cfg.labelled, cfg.strict, cfg.progress,
+                              cfg.save_scores)
     if result.suffix == ".zip":
         print(f"submission: {result}")
     else:

@@ -31,12 +31,21 @@ log = logging.getLogger("pet_mtl")
 
 ZIP_NAME = "submit.zip"
 EVAL_NAME = "eval.json"
-#: the only files a submission folder holds; a folder with anything else is not replaced
-OWN_FILES = {f"{t}_predict.json" for t in TASKS} | {ZIP_NAME, EVAL_NAME}
+#: save_scores: the checkpoint and its validation score, for weighting an ensemble
+SCORES_META = "scores.json"
 
 
 def submission_name(task: str) -> str:
     return f"{task}_predict.json"
+
+
+def scores_name(task: str) -> str:
+    return f"{task}_scores.jsonl"
+
+
+#: the only files a submission folder holds; a folder with anything else is not replaced
+OWN_FILES = ({submission_name(t) for t in TASKS} | {scores_name(t) for t in TASKS}
+             | {ZIP_NAME, EVAL_NAME, SCORES_META})
 
 
 def default_output_dir(checkpoint: str | Path, split: str, files: bool) -> Path:
@@ -74,11 +83,14 @@ def claimed(out: Path) -> Iterator[None]:
 def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split: str, out_dir: str | Path,
                      batch_size: int = 128, precision: str = "fp32", device: str = "cpu",
                      trust_pickle: bool = False, files: dict[str, str | Path] | None = None,
-                     labelled: bool = False, strict: bool = True, progress: bool = False) -> Path:
+                     labelled: bool = False, strict: bool = True, progress: bool = False,
+                     save_scores: bool = False) -> Path:
     """Predict every task of the checkpoint on its competition test file `split` (a or b) in `data_dir`, or, with
     `files`, on the given files (TSV or CLUE JSON lines; only those tasks); with `labelled`, the files' labels are
     also scored and the per-task macro-F1 written to eval.json beside the predictions. The zip is written only when
-    every task of the checkpoint was predicted (a partial zip is no submission)."""
+    every task of the checkpoint was predicted (a partial zip is no submission). With `save_scores`, each task's
+    label log-probabilities go to <task>_scores.jsonl (`{"id", "log_probs": {code: value}}` per line, normalised
+    over the task's labels) for `python -m pet_mtl.ensemble`."""
     out = Path(out_dir)
     with claimed(out):
         ckpt, meta, featurizer, model = load_scorer(checkpoint, trust_pickle, strict)
@@ -96,34 +108,55 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
         dev = torch.device(device)
         predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev),
                               progress=progress)
-        lines, scores = {}, {}
+        predictions, extra, scores = {}, {}, {}
         for name, examples in inputs.items():
-            labels = get_task(name).labels
-            preds = predictor.predict(examples)
-            lines[name] = "".join(json.dumps({"id": ex.id, "label": labels[p]}, ensure_ascii=False) + "\n"
-                                  for ex, p in zip(examples, preds))
+            log_probs = predictor.scores(examples).log_softmax(-1)
+            preds = log_probs.argmax(-1).tolist()
+            predictions[name] = [(ex.id, get_task(name).labels[p]) for ex, p in zip(examples, preds)]
+            if save_scores:
+                extra[scores_name(name)] = score_lines(name, [ex.id for ex in examples], log_probs)
             if labelled:
                 scores[name] = score_predictions(examples, preds)
-        complete = set(lines) == set(meta["tasks"])
-
-        def write(tmp: Path) -> None:
-            for name, text in lines.items():
-                (tmp / submission_name(name)).write_text(text, encoding="utf-8")
-            if labelled:
-                result = {"checkpoint": str(ckpt), "files": {t: str(p) for t, p in paths.items()}, "tasks": scores,
-                          "score": competition_score(scores)}
-                (tmp / EVAL_NAME).write_text(json.dumps(result, indent=1), encoding="utf-8")
-            if complete:
-                with zipfile.ZipFile(tmp / ZIP_NAME, "w", zipfile.ZIP_DEFLATED) as zf:
-                    for name in lines:
-                        zf.write(tmp / submission_name(name), submission_name(name))
-            for f in tmp.iterdir():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-
-        atomic_dir(out, write)
+        if labelled:
+            extra[EVAL_NAME] = json.dumps({"checkpoint": str(ckpt), "files": {t: str(p) for t, p in paths.items()},
+                                           "tasks": scores, "score": competition_score(scores)}, indent=1)
+        if save_scores:
+            extra[SCORES_META] = json.dumps({"checkpoint": str(ckpt), "validation_score":
+                                             (meta.get("metrics") or {}).get("score")}, indent=1)
+        complete = write_folder(out, predictions, extra, set(meta["tasks"]))
     if labelled:
         log.info("%s | mean macro-F1 %.4f", " | ".join(f"{t} F1 {s['macro_f1']:.4f} acc {s['accuracy']:.4f}"
                                                        for t, s in scores.items()), competition_score(scores))
     log.info("wrote %s (%s) from %s", out, ", ".join(f"{t}: {len(v)} rows" for t, v in inputs.items()), ckpt)
     return out / ZIP_NAME if complete else out
+
+
+def score_lines(task: str, ids: list[str], log_probs: torch.Tensor) -> str:
+    labels = get_task(task).labels
+    return "".join(json.dumps({"id": i, "log_probs": dict(zip(labels, map(float, row)))}, ensure_ascii=False) + "\n"
+                   for i, row in zip(ids, log_probs.tolist()))
+
+
+def write_folder(out: Path, predictions: dict[str, list[tuple[str, str]]], extra: dict[str, str],
+                 tasks: set[str]) -> bool:
+    """Write a claimed folder whole (see claimed): each task's (id, label) predictions as <task>_predict.json, the
+    `extra` files by name, and submit.zip when `predictions` covers all of `tasks`. Returns whether it did."""
+    complete = set(predictions) == tasks
+
+    def write(tmp: Path) -> None:
+        for name, rows in predictions.items():
+            (tmp / submission_name(name)).write_text(
+                "".join(json.dumps({"id": i, "label": label}, ensure_ascii=False) + "\n" for i, label in rows),
+                encoding="utf-8")
+        for name, text in extra.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        if complete:
+            with zipfile.ZipFile(tmp / ZIP_NAME, "w", zipfile.ZIP_DEFLATED) as zf:
+                for name in predictions:
+                    zf.write(tmp / submission_name(name), submission_name(name))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+    atomic_dir(out, write)
+    return complete
