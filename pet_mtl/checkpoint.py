@@ -64,6 +64,7 @@ def remove_leftovers(target: Path) -> list[Path]:
     found = [p for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*") for p in target.parent.glob(pattern)]
     for p in found:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        logging.getLogger("pet_mtl").info("removed %s, left by an interrupted write", p)
     return found
 
 

@@ -112,6 +112,9 @@ class TrainConfig:
     checkpoint_last: str = "full"
     #: also log scalars for TensorBoard into <run dir>/tensorboard (pip install "pet_mtl[tensorboard]")
     tensorboard: bool = False
+    #: after training, fit per-task label biases for macro-F1 on the validation split into checkpoint-best
+    #: (calibration.json; predict applies them unless calibrate=false)
+    calibrate: bool = True
     #: after training, write a submission for these competition test files (a, b) with the best checkpoint
     predict_splits: List[str] = field(default_factory=lambda: ["a"])
     progress: bool = True
@@ -169,6 +172,8 @@ class PredictConfig:
     progress: bool = True
     #: also write each task's label log-probabilities (<task>_scores.jsonl) for python -m pet_mtl.ensemble
     save_scores: bool = False
+    #: apply the checkpoint's calibration biases (calibration.json, fitted for macro-F1 after training)
+    calibrate: bool = True
     device: str = "cpu"
 
 

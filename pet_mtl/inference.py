@@ -102,6 +102,8 @@ class Predictor:
     dist: Dist = field(default_factory=Dist)
     #: show a progress bar per task
     progress: bool = False
+    #: per task, [labels] biases added to the label log-probabilities before the argmax (calibration.py)
+    biases: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def scores(self, examples: Sequence[Example]) -> torch.Tensor:
         """[N, labels of the task] scores of one task's examples, in input order (averaged over patterns)."""
@@ -111,9 +113,17 @@ class Predictor:
                                 f"{examples[0].task} ({len(examples)} rows)" if self.progress else None)
         return example_scores(feats, scores, len(examples))[:, :get_task(examples[0].task).num_labels]
 
+    def decide(self, task: str, scores: torch.Tensor) -> list[int]:
+        """Label indices from one task's [N, labels] scores: the argmax of the log-probabilities plus the task's
+        calibration biases, if any."""
+        log_probs = scores.log_softmax(-1)
+        if task in self.biases:
+            log_probs = log_probs + self.biases[task]
+        return log_probs.argmax(-1).tolist()
+
     def predict(self, examples: Sequence[Example]) -> list[int]:
         """Label indices of one task's examples, in input order."""
-        return self.scores(examples).argmax(-1).tolist()
+        return self.decide(examples[0].task, self.scores(examples))
 
     def evaluate(self, sets: Mapping[str, Sequence[Example]]) -> dict[str, Any]:
         """Per-task macro-F1 and accuracy of labelled examples, and the competition score (their mean)."""

@@ -59,6 +59,7 @@ class MultiTaskBatches:
         self.group_by_length = group_by_length
         self.group_size = group_size
         self.counts = SAMPLING_RULES[rule]({t: len(v) for t, v in self.items.items()}, temperature)
+        self._epoch: tuple[int, list[list[int]]] | None = None  # the last epoch's batches, computed once
 
     def __len__(self) -> int:
         return -(-sum(self.counts.values()) // self.batch_size)
@@ -87,3 +88,11 @@ class MultiTaskBatches:
             batches.extend(part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))
         rng.shuffle(batches)
         return batches
+
+    def batch(self, index: int) -> list[int]:
+        """The index-th batch of the endless stream of epochs (each recomputed from the seed, so a resumed run
+        continues with the very batch an uninterrupted one would take)."""
+        epoch, pos = divmod(index, len(self))
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, self.epoch(epoch))
+        return self._epoch[1][pos]

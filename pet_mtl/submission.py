@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import calibration
 from .checkpoint import atomic_dir, load_scorer, remove_leftovers, resolve
 from .data import read_examples
 from .errors import ConfigError
@@ -84,13 +85,14 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                      batch_size: int = 128, precision: str = "fp32", device: str = "cpu",
                      trust_pickle: bool = False, files: dict[str, str | Path] | None = None,
                      labelled: bool = False, strict: bool = True, progress: bool = False,
-                     save_scores: bool = False) -> Path:
+                     save_scores: bool = False, calibrate: bool = True) -> Path:
     """Predict every task of the checkpoint on its competition test file `split` (a or b) in `data_dir`, or, with
     `files`, on the given files (TSV or CLUE JSON lines; only those tasks); with `labelled`, the files' labels are
     also scored and the per-task macro-F1 written to eval.json beside the predictions. The zip is written only when
     every task of the checkpoint was predicted (a partial zip is no submission). With `save_scores`, each task's
     label log-probabilities go to <task>_scores.jsonl (`{"id", "log_probs": {code: value}}` per line, normalised
-    over the task's labels) for `python -m pet_mtl.ensemble`."""
+    over the task's labels, before calibration) for `python -m pet_mtl.ensemble`. A checkpoint's calibration biases
+    (calibration.json) decide the labels unless `calibrate` is false."""
     out = Path(out_dir)
     with claimed(out):
         ckpt, meta, featurizer, model = load_scorer(checkpoint, trust_pickle, strict)
@@ -106,12 +108,15 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                  ", ".join(f"{t}: {p}" for t, p in paths.items()), ckpt)
         inputs = {name: read_examples(path, get_task(name), labelled=labelled) for name, path in paths.items()}
         dev = torch.device(device)
+        biases = calibration.load(ckpt, {t: get_task(t).labels for t in meta["tasks"]}) if calibrate else {}
+        if biases:
+            log.info("calibrated decisions: label biases from %s", ckpt / calibration.CALIBRATION)
         predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev),
-                              progress=progress)
+                              progress=progress, biases=biases)
         predictions, extra, scores = {}, {}, {}
         for name, examples in inputs.items():
             log_probs = predictor.scores(examples).log_softmax(-1)
-            preds = log_probs.argmax(-1).tolist()
+            preds = predictor.decide(name, log_probs)
             predictions[name] = [(ex.id, get_task(name).labels[p]) for ex, p in zip(examples, preds)]
             if save_scores:
                 extra[scores_name(name)] = score_lines(name, [ex.id for ex in examples], log_probs)

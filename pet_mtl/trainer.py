@@ -19,6 +19,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from . import calibration
 from . import checkpoint as ckpt_io
 from .backbone import build_tiny, load_pretrained
 from .config import Config, check_resume
@@ -72,10 +73,9 @@ class Trainer:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.dist.main:
-            for name in ("checkpoint-best", "checkpoint-last"):  # left by a process killed while saving
-                for p in ckpt_io.remove_leftovers(self.run_dir / name):
-                    log.info("removed %s, left by an interrupted save", p)
+        if self.dist.main:  # temporary folders left by a process killed while saving
+            ckpt_io.remove_leftovers(self.run_dir / "checkpoint-best")
+            ckpt_io.remove_leftovers(self.run_dir / "checkpoint-last")
         self.device = self.dist.device(cfg.train.device)
         check_config(cfg)
         self.method = get_method(cfg.method)
@@ -105,8 +105,6 @@ class Trainer:
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
         self.runlog = RunLog(self.run_dir, self.dist.main, tr.progress, tr.log_every, tr.tensorboard)
-        self._epoch_of: int | None = None  # which epoch's batch list _epoch_batches holds
-        self._epoch_batches: list[list[int]] = []
 
     def _backbone(self):
         cfg = self.cfg
@@ -215,28 +213,22 @@ class Trainer:
     def _best_entry(self) -> dict[str, Any]:
         return max(self.state.history, key=lambda e: e["score"])
 
-    def _write_metrics(self, held_out: dict[str, Any] | None = None, finished: bool = False) -> None:
+    def _write_metrics(self, held_out: dict[str, Any] | None = None, finished: bool = False,
+                       calibrated: dict[str, Any] | None = None) -> None:
         """metrics.json, the run's source of truth (pet_mtl.report reads it): every evaluation, the best one,
         checkpoint-best's score on the regime's held-out set where it has one, and the run's wall time."""
         self.runlog.write_metrics({"method": self.method.name, "regime": self.cfg.data.regime, "seed": self.cfg.seed,
                                    "finished": finished, "history": self.state.history, "best": self._best_entry(),
-                                   "held_out": held_out, "wall_seconds": round(self._wall_seconds(), 2)})
+                                   "held_out": held_out, "calibration": calibrated,
+                                   "wall_seconds": round(self._wall_seconds(), 2)})
 
-    def _held_out(self) -> dict[str, Any]:
+    def _held_out(self, best: Predictor) -> dict[str, Any]:
         """Score checkpoint-best, freshly loaded from disk, once on the regime's held-out set (few-shot): model
         selection never sees it. The trainer's own model keeps the last weights."""
-        _, _, featurizer, model = ckpt_io.load_scorer(self.run_dir / "checkpoint-best")
-        result = self.predictor(featurizer, model.to(self.device)).evaluate({t: d.held_out for t, d in self.data.items()})
+        result = best.evaluate({t: d.held_out for t, d in self.data.items()})
         log.info("held-out (checkpoint-best) | %s | mean macro-F1 %.4f",
                  " | ".join(f"{t} F1 {s['macro_f1']:.4f}" for t, s in result["tasks"].items()), result["score"])
         return {"step": self._best_entry()["step"], **result}
-
-    def _batch(self, index: int) -> list[Feature]:
-        """The index-th batch of the endless epoch stream (epochs are recomputed from the seed, so resumable)."""
-        epoch, pos = divmod(index, len(self.batches))
-        if self._epoch_of != epoch:
-            self._epoch_batches, self._epoch_of = self.batches.epoch(epoch), epoch
-        return [self.features[i] for i in self._epoch_batches[pos]]
 
     def _train_step(self) -> tuple[float, int]:
         """One optimizer step over grad_accum x world batches; (mean loss, examples) summed over ranks."""
@@ -244,7 +236,7 @@ class Trainer:
         loss_sum, n_ex = 0.0, 0
         weights = self.task_weight.to(self.device)
         for k in range(tr.grad_accum):
-            feats = self._batch(self.state.micro + self.dist.rank)
+            feats = [self.features[i] for i in self.batches.batch(self.state.micro + self.dist.rank)]
             self.state.micro += self.dist.world
             batch = {key: v.to(self.device) for key, v in
                      collate(feats, self.tokenizer.pad_token_id, self.pad_multiple).items()}
@@ -298,8 +290,15 @@ class Trainer:
                                  st.examples_seen / max(st.train_seconds, 1e-9))
                 if (tr.eval_every and st.step % tr.eval_every == 0) or st.step == self.total_steps:
                     self._evaluate()
-        held_out = self._held_out() if all(d.held_out for d in self.data.values()) else None
-        self._write_metrics(held_out, finished=True)
+        held_out = calibrated = None
+        if tr.calibrate or all(d.held_out for d in self.data.values()):
+            _, _, featurizer, model = ckpt_io.load_scorer(self.run_dir / "checkpoint-best")
+            best = self.predictor(featurizer, model.to(self.device))
+            held_out = self._held_out(best) if all(d.held_out for d in self.data.values()) else None
+            if tr.calibrate:  # label biases for macro-F1, fitted on the validation split, saved with the weights
+                calibrated = calibration.fit_and_save(best, {t: d.val for t, d in self.data.items()},
+                                                      self.run_dir / "checkpoint-best", self.dist.main)
+        self._write_metrics(held_out, finished=True, calibrated=calibrated)
         self.runlog.close()
         return {"best": self._best_entry(), "last": st.history[-1], "held_out": held_out,
                 "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoint-best"),

@@ -41,6 +41,8 @@ def test_train_entry_point_writes_metrics_checkpoint_log_and_submissions(demo_ru
         assert all({"macro_f1", "accuracy"} <= set(s) for s in e["tasks"].values())
     assert (run_dir / "checkpoint-best" / "pet_mtl.json").is_file()
     assert (run_dir / "train.log").read_text().count("mean macro-F1") == 2
+    assert "calibration (validation macro-F1, 2-fold cross-fitted) | ocnli" in (run_dir / "train.log").read_text()
+    assert (run_dir / "checkpoint-best" / "calibration.json").is_file()
     assert "max_steps: 4" in (run_dir / "checkpoint-best" / "config.yaml").read_text()
     for split in ("a", "b"):
         assert zipfile.ZipFile(run_dir / f"submission-{split}" / "submit.zip").testzip() is None

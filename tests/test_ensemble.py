@@ -67,7 +67,7 @@ def trained(tiny_dir, synthetic_dir, tmp_path_factory):
 
 def test_saved_scores_are_normalised_and_agree_with_the_labels(trained, synthetic_dir, tmp_path):
     out = tmp_path / "a"
-    write_submission(trained, synthetic_dir, "a", out, save_scores=True)
+    write_submission(trained, synthetic_dir, "a", out, save_scores=True, calibrate=False)
     for task, t in TASKS.items():
         scores, labels = read(out / f"{task}_scores.jsonl"), read(out / f"{task}_predict.json")
         assert [s["id"] for s in scores] == [r["id"] for r in labels]
@@ -78,7 +78,7 @@ def test_saved_scores_are_normalised_and_agree_with_the_labels(trained, syntheti
     meta = json.loads((out / "scores.json").read_text())
     assert meta["validation_score"] == json.loads((trained / "metrics.json").read_text())["best"]["score"]
     # an ensemble of a folder with itself is that folder's submission, zip included (every task is there)
-    write_submission(trained, synthetic_dir, "a", tmp_path / "b", save_scores=True)
+    write_submission(trained, synthetic_dir, "a", tmp_path / "b", save_scores=True, calibrate=False)
     assert ensemble([out, tmp_path / "b"], tmp_path / "ens") == tmp_path / "ens" / "submit.zip"
     for task in TASKS:
         assert read(tmp_path / "ens" / f"{task}_predict.json") == read(out / f"{task}_predict.json")
