@@ -89,7 +89,8 @@ def load(ckpt: Path, labels: Mapping[str, Sequence[str]]) -> dict[str, torch.Ten
 def fit(predictor, sets: Mapping[str, Sequence]) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
     """Biases fitted on each task's labelled rows (all of them), and an honest estimate of what they are worth:
     2-fold cross-fitting (biases fitted on one half decide the other half), so the "after" score is measured on
-    rows its biases never saw."""
+    rows its biases never saw. A task whose cross-fitted score is no better than its plain argmax gets zero biases
+    (on zh-mini-mlm fitted biases helped OCEMOTION's rare classes and cost OCNLI and TNEWS a little)."""
     from .tasks import get_task
 
     biases, report = {}, {}
@@ -102,10 +103,11 @@ def fit(predictor, sets: Mapping[str, Sequence]) -> tuple[dict[str, dict[str, fl
         for fit_on in (halves, ~halves):
             b = fit_biases(log_probs[fit_on], gold[fit_on])
             crossed[~fit_on] = (log_probs[~fit_on] + b).argmax(-1)
-        full = fit_biases(log_probs, gold)
+        before, after = macro_f1(log_probs.argmax(-1), gold, t.num_labels), macro_f1(crossed, gold, t.num_labels)
+        # a task whose cross-fitted score does not improve keeps its plain argmax (zero biases)
+        full = fit_biases(log_probs, gold) if after > before else torch.zeros(t.num_labels)
         biases[task] = {code: round(float(v), 4) for code, v in zip(t.labels, full)}
-        report[task] = {"before": macro_f1(log_probs.argmax(-1), gold, t.num_labels),
-                        "cross_fitted": macro_f1(crossed, gold, t.num_labels), "biases": biases[task]}
+        report[task] = {"before": before, "cross_fitted": after, "applied": after > before, "biases": biases[task]}
     return biases, report
 
 
@@ -117,5 +119,6 @@ def fit_and_save(predictor, sets: Mapping[str, Sequence], ckpt: Path, main: bool
     if main:
         save(ckpt, biases, "fit_biases on the validation split")
     logging.getLogger("pet_mtl").info("calibration (validation macro-F1, 2-fold cross-fitted) | %s", " | ".join(
-        f"{t} {r['before']:.4f} -> {r['cross_fitted']:.4f}" for t, r in report.items()))
+        f"{t} {r['before']:.4f} -> {r['cross_fitted']:.4f}{'' if r['applied'] else ' (not applied)'}"
+        for t, r in report.items()))
     return report

@@ -58,7 +58,10 @@ def test_a_run_saves_biases_with_checkpoint_best_and_reports_them_cross_fitted(t
     assert {t: list(b) for t, b in saved["biases"].items()} == {t: list(TASKS[t].labels) for t in TASKS}
     report = json.loads((trained / "metrics.json").read_text())["calibration"]
     for t in TASKS:
-        assert set(report[t]) == {"before", "cross_fitted", "biases"} and report[t]["biases"] == saved["biases"][t]
+        assert set(report[t]) == {"before", "cross_fitted", "applied", "biases"}
+        assert report[t]["biases"] == saved["biases"][t]
+        assert report[t]["applied"] == (report[t]["cross_fitted"] > report[t]["before"])
+        assert report[t]["applied"] or set(report[t]["biases"].values()) == {0.0}
 
 
 def test_predict_applies_the_biases_unless_told_not_to(trained, synthetic_dir, tmp_path):
