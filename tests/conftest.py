@@ -77,3 +77,17 @@ def tiny(tiny_dir):
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("synthetic"), {"ocnli": 40, "ocemotion": 20, "tnews": 12})
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dir, synthetic_dir, tmp_path_factory) -> Path:
+    """A short real training run (6 steps, evaluated at 3 and 6) of the default method: its run directory.
+    Tests that damage its files work on copies; a test that edits one in place restores it."""
+    from helpers import make_cfg
+
+    from pet_mtl.trainer import Trainer
+
+    run = tmp_path_factory.mktemp("trained-run")
+    Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6", "train.eval_every=3",
+                     "train.batch_size=8", "train.progress=false", "train.predict_splits=[]"), run).fit()
+    return run

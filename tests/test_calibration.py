@@ -6,12 +6,10 @@ import json
 
 import pytest
 import torch
-from helpers import make_cfg
 
 from pet_mtl import calibration
 from pet_mtl.submission import write_submission
 from pet_mtl.tasks import TASKS
-from pet_mtl.trainer import Trainer
 
 
 def skewed(n_major=300, n_rare=30, seed=0):
@@ -45,12 +43,9 @@ def test_logit_adjustment_and_contextual_biases():
     assert torch.allclose(calibration.contextual(cf), -torch.tensor([0.6, 0.225, 0.175]).log())
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_dir, synthetic_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("cal-run")
-    Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6", "train.eval_every=3",
-                     "train.batch_size=8", "train.progress=false", "train.predict_splits=[]"), run).fit()
-    return run
+@pytest.fixture
+def trained(trained_run):
+    return trained_run
 
 
 def test_a_run_saves_biases_with_checkpoint_best_and_reports_them_cross_fitted(trained):

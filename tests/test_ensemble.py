@@ -7,13 +7,11 @@ import math
 
 import pytest
 import torch
-from helpers import make_cfg
 
 from pet_mtl.ensemble import ensemble, main
 from pet_mtl.errors import DataError
 from pet_mtl.submission import write_submission
 from pet_mtl.tasks import TASKS
-from pet_mtl.trainer import Trainer
 
 OCNLI = TASKS["ocnli"].labels  # 0 1 2
 
@@ -57,12 +55,9 @@ def test_members_must_have_predicted_the_same_rows(tmp_path):
     assert main([str(a), str(b), "--out", str(tmp_path / "out2")]) == 2
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_dir, synthetic_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("ens-run")
-    Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=4", "train.eval_every=2",
-                     "train.batch_size=8", "train.progress=false", "train.predict_splits=[]"), run).fit()
-    return run
+@pytest.fixture
+def trained(trained_run):
+    return trained_run
 
 
 def test_saved_scores_are_normalised_and_agree_with_the_labels(trained, synthetic_dir, tmp_path):

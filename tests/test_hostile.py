@@ -118,12 +118,9 @@ def test_a_key_given_twice_in_a_verbalizer_file_is_an_error(tmp_path):
 # ---------------------------------------------------------------- checkpoints are verified when loaded
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_dir, synthetic_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("hostile-run")
-    Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=4", "train.eval_every=2",
-                     "train.batch_size=8", "train.progress=false", "train.predict_splits=[]"), run).fit()
-    return run
+@pytest.fixture
+def trained(trained_run):
+    return trained_run
 
 
 def broken_copy(trained, tmp_path, part="checkpoint-best"):
@@ -199,7 +196,7 @@ def test_resume_from_a_checkpoint_missing_layers_is_refused(trained, tiny_dir, s
     weights = load_file(run / "checkpoint-last" / "model" / "model.safetensors")
     save_file({k: v for k, v in weights.items() if ".layer.1." not in k},
               run / "checkpoint-last" / "model" / "model.safetensors", metadata={"format": "pt"})
-    cfg = make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=4", "train.eval_every=2",
+    cfg = make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6", "train.eval_every=3",
                    "train.batch_size=8", "train.progress=false", "train.predict_splits=[]", "train.resume=true")
     with pytest.raises(CheckpointError, match="missing weights"):
         Trainer(cfg, run).fit()
@@ -211,7 +208,7 @@ def test_resume_from_a_checkpoint_missing_layers_is_refused(trained, tiny_dir, s
 def test_resume_refuses_a_config_that_changes_the_result(trained, tiny_dir, synthetic_dir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    base = [f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=4", "train.eval_every=2",
+    base = [f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6", "train.eval_every=3",
             "train.batch_size=8", "train.progress=false", "train.predict_splits=[]", "train.resume=true"]
     for change, key in (("train.batch_size=16", "train.batch_size: 8 -> 16"), ("seed=7", "seed: 42 -> 7"),
                         ("train.lr=0.5", "train.lr: 0.0001 -> 0.5"),
@@ -220,8 +217,8 @@ def test_resume_refuses_a_config_that_changes_the_result(trained, tiny_dir, synt
             Trainer(make_cfg(*base, change), run).fit()
     # what only changes how the run is watched passes, and a change the user names is allowed
     Trainer(make_cfg(*base, "train.log_every=1", "train.eval_batch_size=4"), run).fit()
-    summary = Trainer(make_cfg(*base, "train.max_steps=6", "train.resume_changes=[train.max_steps]"), run).fit()
-    assert summary["last"]["step"] == 6
+    summary = Trainer(make_cfg(*base, "train.max_steps=8", "train.resume_changes=[train.max_steps]"), run).fit()
+    assert summary["last"]["step"] == 8
 
 
 def test_leftover_temporary_checkpoint_folders_are_cleaned_on_the_next_run(trained, tiny_dir, synthetic_dir, tmp_path):
@@ -229,8 +226,8 @@ def test_leftover_temporary_checkpoint_folders_are_cleaned_on_the_next_run(train
     shutil.copytree(trained, run)
     (run / ".checkpoint-last.tmp-abc123" / "model").mkdir(parents=True)
     (run / ".checkpoint-best.old-999").mkdir()
-    Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=4",
-                     "train.progress=false", "train.predict_splits=[]", "train.batch_size=8", "train.eval_every=2",
+    Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6",
+                     "train.progress=false", "train.predict_splits=[]", "train.batch_size=8", "train.eval_every=3",
                      "train.resume=true"), run)
     assert not list(run.glob(".checkpoint-*"))
 
