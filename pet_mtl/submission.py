@@ -109,8 +109,9 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
         inputs = {name: read_examples(path, get_task(name), labelled=labelled) for name, path in paths.items()}
         dev = torch.device(device)
         biases = calibration.load(ckpt, {t: get_task(t).labels for t in meta["tasks"]}) if calibrate else {}
-        if biases:
-            log.info("calibrated decisions: label biases from %s", ckpt / calibration.CALIBRATION)
+        if any(bool(b.any()) for b in biases.values()):
+            log.info("calibrated decisions: label biases from %s for %s", ckpt / calibration.CALIBRATION,
+                     ", ".join(t for t, b in biases.items() if b.any()))
         predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev),
                               progress=progress, biases=biases)
         predictions, extra, scores = {}, {}, {}
