@@ -71,10 +71,9 @@ def register_user_pattern_sets(argv: list[str]) -> None:
     command line) become options of the `patterns` group, beside the shipped conf/patterns/*.yaml."""
     from pathlib import Path
 
-    import yaml
     from hydra.core.config_store import ConfigStore
 
-    from .patterns import UniqueKeyLoader
+    from .patterns import read_yaml, user_set_files
 
     roots: list[str] = []
     for o in _overrides(argv):
@@ -82,14 +81,13 @@ def register_user_pattern_sets(argv: list[str]) -> None:
             value = o.value()
             roots += [str(v) for v in value] if isinstance(value, list) else [str(value)]
     shipped = {p.stem for p in (Path(CONF_DIR) / "patterns").glob("*.yaml")}
-    for root in roots:
-        for path in sorted(Path(root).expanduser().glob("sets/*.yaml")):
-            if path.stem in shipped:
-                print(f"error: {path}: a shipped pattern set is named {path.stem!r} too; rename yours", file=sys.stderr)
-                sys.exit(2)
-            try:
-                node = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}  # noqa: S506
-            except yaml.YAMLError as e:
-                print(f"error: {path}: not valid YAML: {str(e).splitlines()[0]}", file=sys.stderr)
-                sys.exit(2)
-            ConfigStore.instance().store(group="patterns", name=path.stem, node=node)
+    for name, path in user_set_files([Path(r) for r in roots]).items():
+        if name in shipped:
+            print(f"error: {path}: a shipped pattern set is named {name!r} too; rename yours", file=sys.stderr)
+            sys.exit(2)
+        try:
+            node = read_yaml(path) or {}
+        except PetMtlError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        ConfigStore.instance().store(group="patterns", name=name, node=node)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError, PetMtlError
-from .submission import SCORES_META, claimed, score_lines, scores_name, write_folder
+from .submission import SCORES_META, ZIP_NAME, claimed, score_lines, scores_name, write_folder
 from .tasks import TASKS, get_task
 
 
@@ -80,7 +80,7 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
             extra[scores_name(task)] = score_lines(task, ids, mean)
         extra[SCORES_META] = json.dumps({"members": [str(f) for f in folders], "weights": weights}, indent=1)
         complete = write_folder(out, predictions, extra, set(TASKS))
-    return out / "submit.zip" if complete else out
+    return out / ZIP_NAME if complete else out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import yaml
 
+from .config import DataConfig
 from .data import Example, read_examples, stratified_split
 from .errors import PetMtlError
-from .patterns import (SCORING_RULES, Pattern, PatternSpec, UniqueKeyLoader, load_pattern, load_pattern_set,
-                       pattern_roots)
+from .patterns import (SCORING_RULES, Pattern, PatternSpec, load_pattern, load_pattern_set, pattern_roots,
+                       read_yaml, user_set_files)
 from .resources import CONF_DIR, data_dir
 from .tasks import TASKS, get_task
 
@@ -46,11 +47,11 @@ def _tokenizer_and_model(model: str | None, texts: Sequence[str] = ()):
 
 def _pattern_set(name: str, roots: Sequence[Path]) -> dict:
     """A pattern set by name: <root>/sets/<name>.yaml in the user's roots, else the shipped conf/patterns/."""
-    for folder in [*(r / "sets" for r in roots), Path(CONF_DIR) / "patterns"]:
-        path = folder / f"{name}.yaml"
-        if path.is_file():
-            return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}  # noqa: S506
-    raise PetMtlError(f"no pattern set {name!r} in {', '.join(str(r / 'sets') for r in roots)} or {CONF_DIR}/patterns")
+    path = user_set_files(roots).get(name, Path(CONF_DIR) / "patterns" / f"{name}.yaml")
+    if not path.is_file():
+        raise PetMtlError(f"no pattern set {name!r} in {', '.join(str(r / 'sets') for r in roots)} or "
+                          f"{CONF_DIR}/patterns")
+    return read_yaml(path) or {}
 
 
 def _patterns(args, tasks: Sequence[str]) -> dict[str, list[Pattern]]:
@@ -68,8 +69,9 @@ def _labelled(task: str, args, rows: int, part: str = "val") -> list[Example]:
     if getattr(args, "file", None):
         examples = read_examples(args.file, t, labelled=True)
     else:
+        defaults = DataConfig()
         train, val = stratified_split(read_examples(data_dir(args.data_dir) / t.files["train"], t, labelled=True),
-                                      0.1, 42)
+                                      defaults.val_size, defaults.split_seed)
         examples = val if part == "val" else train
     return examples if len(examples) <= rows else stratified_split(examples, rows, 0)[1]
 
@@ -102,9 +104,8 @@ def check(args) -> int:
                 failures += 1
                 continue
             try:
-                names = list(yaml.load((template.parent / "verbalizers.yaml").read_text(encoding="utf-8"),
-                                       Loader=UniqueKeyLoader) or {})  # noqa: S506
-            except (OSError, yaml.YAMLError) as e:
+                names = list(read_yaml(template.parent / "verbalizers.yaml") or {})
+            except (OSError, PetMtlError) as e:
                 print(f"error: {template.parent / 'verbalizers.yaml'}: {str(e).splitlines()[0]}")
                 failures += 1
                 continue

@@ -383,14 +383,29 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def load_verbalizer(path: Path, name: str, task: Task) -> dict[str, str]:
-    if not path.is_file():
-        raise PatternError(path, None, f"verbalizer file not found (expected beside the template, for {task.name})")
+def read_yaml(path: Path) -> Any:
+    """A YAML file of a pattern library (verbalizers, pattern sets): safe, a key given twice is an error, and any
+    error is one PatternError with the file and line."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise PatternError(path, None if line is None else line + 1, f"not valid YAML: {e}") from None
+
+
+def user_set_files(roots: Sequence[Path]) -> dict[str, Path]:
+    """The pattern-set files of pattern roots, `<root>/sets/<name>.yaml`, by name (an earlier root wins)."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        for path in sorted(Path(root).expanduser().glob("sets/*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def load_verbalizer(path: Path, name: str, task: Task) -> dict[str, str]:
+    if not path.is_file():
+        raise PatternError(path, None, f"verbalizer file not found (expected beside the template, for {task.name})")
+    data = read_yaml(path)
     if not isinstance(data, dict) or name not in data or not isinstance(data[name], dict):
         names = ", ".join(data) if isinstance(data, dict) else "none"
         raise PatternError(path, None, f"no verbalizer named {name!r} (a mapping label -> word); found: {names}")
