@@ -76,6 +76,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0o600 would make the file private to this user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

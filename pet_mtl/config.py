@@ -177,6 +177,110 @@ class PredictConfig:
     device: str = "cpu"
 
 
+@dataclass
+class InitConfig:
+    """The shape of a masked LM started from random weights (pretrain with model.path=null): BERT's, with its
+    vocabulary taken from model.tokenizer."""
+
+    layers: int = 4
+    hidden: int = 256
+    heads: int = 4
+    #: feed-forward size; null = 4 x hidden
+    intermediate: Optional[int] = None
+    max_positions: int = 512
+    dropout: float = 0.1
+
+
+@dataclass
+class PretrainModelConfig:
+    #: the masked LM to continue (a local Hugging Face directory); null: random weights of model.init's shape on
+    #: model.tokenizer's vocabulary
+    path: Optional[str] = None
+    #: the tokenizer directory; null = model.path's
+    tokenizer: Optional[str] = None
+    #: with model.path=null: random weights of this shape (model.init.layers=4 model.init.hidden=256 ...)
+    init: InitConfig = field(default_factory=InitConfig)
+    trust_pickle: bool = False
+    strict: bool = True
+
+
+@dataclass
+class PretrainDataConfig:
+    """Which text is trained on and which is kept for the held-out pseudo-perplexity (see pet_mtl/corpus.py)."""
+
+    #: tokens per packed sequence, [CLS] included (train's model.max_length, so the model sees the lengths it will)
+    max_length: int = 128
+    #: share of lines of every file held out of training (chosen by a hash of seed, file name and line number)
+    held_out_fraction: float = 0.01
+    #: held-out documents per text entry for the pseudo-perplexity (read once at the start)
+    eval_docs: int = 500
+    #: a file whose share of bad lines (not UTF-8, wrong columns...) passes this stops the run
+    max_bad_fraction: float = 0.01
+    #: never read the rows of competition training files that train scores on: the validation split that
+    #: train's data.val_size and data.split_seed carve (the values below must be the ones train uses)
+    exclude_validation: bool = True
+    val_size: float = DataConfig.val_size
+    split_seed: int = DataConfig.split_seed
+    #: also exclude the few-shot regime's held-out rows (needs the FewCLUE folder train's data=fewclue uses)
+    fewclue_dir: Optional[str] = None
+    held_out_per_task: float = DataConfig.held_out_per_task
+
+
+@dataclass
+class MaskingConfig:
+    #: token (BERT) | word (whole-word masking through the jieba segmenter: pip install "pet_mtl[wwm]")
+    unit: str = "token"
+    #: share of tokens masked
+    prob: float = 0.15
+    #: > 1: n-gram (span) masking, a chosen unit starts a span of up to this many units (P(n) proportional to 1/n)
+    max_ngram: int = 1
+    #: of the masked units: replaced by [MASK], by a random token; the rest keep their token
+    replace_mask: float = 0.8
+    replace_random: float = 0.1
+
+
+@dataclass
+class PretrainTrainConfig:
+    max_steps: int = 1000
+    #: packed sequences per step (per process)
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    #: fp32 | bf16 (autocast; faster on GPUs and CPUs with AVX512-BF16, ~30x slower on CPUs without)
+    precision: str = "fp32"
+    #: held-out pseudo-perplexity every N steps (and before the first step and at the end); 0 = only then
+    eval_every: int = 200
+    eval_batch_size: int = 64
+    #: write checkpoint-last (resumable) and the model in out_dir every N steps (and at the end); 0 = at the end
+    save_every: int = 200
+    log_every: int = 50
+    #: continue from <out_dir>/checkpoint-last
+    resume: bool = False
+    #: keys a resumed run may change (e.g. [train.max_steps]); any other difference is refused
+    resume_changes: List[str] = field(default_factory=list)
+    #: keep checkpoint-last (optimizer state: ~2x the weights) in out_dir once the run has finished
+    keep_checkpoint: bool = False
+    num_threads: Optional[int] = None
+    progress: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 42
+    #: where the masked LM goes (a Hugging Face directory: train's model.path=<out_dir>); also the run directory
+    out_dir: str = "???"
+    #: files to pretrain on: paths, globs, competition folders, or {path, weight, kind, task} (pet_mtl/corpus.py)
+    text: List[Any] = field(default_factory=list)
+    model: PretrainModelConfig = field(default_factory=PretrainModelConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
+
+
 #: old key -> new key: the old spelling keeps working for one release, with a deprecation message
 RENAMED = {"data.split": "data.fewclue_split", "data.eval_per_task": "data.held_out_per_task",
            "pattern_root": "pattern_roots"}
@@ -225,6 +329,16 @@ TRAIN_RANGES = {
     "data.held_out_per_task": _above(0),
 }
 PREDICT_RANGES = {"batch_size": _at_least(1), "num_threads": _at_least(1, optional=True)}
+PRETRAIN_RANGES = {
+    "train.max_steps": _at_least(1), "train.batch_size": _at_least(1), "train.grad_accum": _at_least(1),
+    "train.lr": _above(0), "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
+    "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"),
+    "train.eval_every": _at_least(0), "train.eval_batch_size": _at_least(1), "train.save_every": _at_least(0),
+    "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True), "data.max_length": _at_least(8),
+    "data.held_out_fraction": ((lambda v: _finite(v) and 0 < v < 1), "a number in (0, 1)"),
+    "data.eval_docs": _at_least(1), "data.max_bad_fraction": ((lambda v: _finite(v) and 0 <= v <= 1),
+                                                              "a number in [0, 1]"),
+}
 
 
 def check_ranges(cfg: DictConfig, ranges: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
@@ -290,3 +404,4 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="pretrain_schema", node=PretrainConfig)

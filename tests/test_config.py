@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from pet_mtl.cli import CONF_DIR
-from pet_mtl.config import Config, DataConfig, PredictConfig, flatten
+from pet_mtl.config import Config, DataConfig, PredictConfig, PretrainConfig, flatten
 from pet_mtl.trainer import Trainer, TrainState
 
 SCHEMA_OF_GROUP = {"data": DataConfig}
@@ -30,6 +30,10 @@ def test_the_default_run_is_exactly_the_dataclass_defaults():
         predict = compose(config_name="predict", overrides=["checkpoint=x"])
     assert OmegaConf.to_container(predict) == {**OmegaConf.to_container(OmegaConf.structured(PredictConfig)),
                                                "checkpoint": "x"}
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        pretrain = compose(config_name="pretrain", overrides=["out_dir=x"])
+    assert OmegaConf.to_container(pretrain) == {**OmegaConf.to_container(OmegaConf.structured(PretrainConfig)),
+                                                "out_dir": "x"}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in Path(CONF_DIR).rglob("*.yaml") if p.parent.name != "patterns"),
