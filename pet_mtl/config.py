@@ -85,6 +85,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
+    #: R-Drop weight alpha (0 = off): each batch also runs a second dropout pass, and alpha x the symmetric KL
+    #: between the two passes' label distributions joins the loss (training costs about 2x)
+    rdrop: float = 0.0
     #: proportional | temperature | round_robin (pet_mtl/sampling.py)
     sampling: str = "proportional"
     temperature: float = 2.0
@@ -320,7 +323,7 @@ def _above(low: float) -> tuple[Callable[[Any], bool], str]:
 TRAIN_RANGES = {
     "train.batch_size": _at_least(1), "train.eval_batch_size": _at_least(1), "train.grad_accum": _at_least(1),
     "train.lr": _above(0), "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
-    "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"),
+    "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"), "train.rdrop": _at_least(0),
     "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.temperature": _above(0),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),

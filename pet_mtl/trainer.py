@@ -28,7 +28,7 @@ from .distributed import Dist
 from .errors import ConfigError, TrainingError
 from .features import Feature, collate
 from .inference import Predictor, autocast, pad_multiple
-from .methods import MethodOptions, build_scorer, get_method, label_loss
+from .methods import MethodOptions, build_scorer, get_method, label_loss, rdrop_loss
 from .optim import build_optimizer, warmup_linear
 from .patterns import load_pattern_set
 from .regimes import load_task_data
@@ -230,6 +230,17 @@ class Trainer:
                  " | ".join(f"{t} F1 {s['macro_f1']:.4f}" for t, s in result["tasks"].items()), result["score"])
         return {"step": self._best_entry()["step"], **result}
 
+    def _loss(self, batch: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """The batch's loss; with train.rdrop > 0 the batch goes through the model twice in one forward (stacked,
+        so the two copies get independent dropout) and R-Drop's consistency term joins the cross-entropy."""
+        rdrop = self.cfg.train.rdrop
+        with autocast(self.device, self.cfg.train.precision):
+            scores = self.ddp(**({k: torch.cat([v, v]) for k, v in batch.items()} if rdrop else batch)).float()
+        if not rdrop:
+            return label_loss(scores, batch["labels"], weights)
+        first, second = scores.chunk(2)
+        return rdrop_loss(first, second, batch["labels"], weights, rdrop)
+
     def _train_step(self) -> tuple[float, int]:
         """One optimizer step over grad_accum x world batches; (mean loss, examples) summed over ranks."""
         tr = self.cfg.train
@@ -242,9 +253,7 @@ class Trainer:
                      collate(feats, self.tokenizer.pad_token_id, self.pad_multiple).items()}
             sync = self.ddp.no_sync() if self.ddp is not self.model and k < tr.grad_accum - 1 else nullcontext()
             with sync:
-                with autocast(self.device, tr.precision):
-                    scores = self.ddp(**batch)
-                loss = label_loss(scores.float(), batch["labels"], weights[batch["task"]])
+                loss = self._loss(batch, weights[batch["task"]])
                 if not torch.isfinite(loss):  # stop before the optimizer or a checkpoint takes it in
                     raise TrainingError(f"the training loss became {loss.item()} at step {self.state.step + 1}; "
                                         "nothing of this step was saved. Lower train.lr, check train.task_weights, "

@@ -103,3 +103,15 @@ def label_loss(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
     if weights is None:
         return ce.mean()
     return (ce * weights).sum() / weights.sum()
+
+
+def rdrop_loss(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
+               alpha: float) -> torch.Tensor:
+    """R-Drop (Liang et al. 2021): the two dropout passes' cross-entropies, averaged, plus `alpha` times the
+    symmetric KL divergence between their label distributions (per example, weighted like the cross-entropy). A
+    task's missing labels (NEG) have probability 0 in both passes and add nothing."""
+    ce = (label_loss(first, labels, weights) + label_loss(second, labels, weights)) / 2
+    a, b = F.log_softmax(first, dim=-1), F.log_softmax(second, dim=-1)
+    kl = (F.kl_div(a, b, log_target=True, reduction="none") + F.kl_div(b, a, log_target=True, reduction="none")).sum(-1) / 2
+    kl = kl.mean() if weights is None else (kl * weights).sum() / weights.sum()
+    return ce + alpha * kl
