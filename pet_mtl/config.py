@@ -94,6 +94,8 @@ class TrainConfig:
     #: per-task loss weights: train.task_weights.ocemotion=2.0 (every task is listed, so overriding one is a plain
     #: override; a task missing from the map weighs 1)
     task_weights: Dict[str, float] = field(default_factory=lambda: {"ocnli": 1.0, "ocemotion": 1.0, "tnews": 1.0})
+    #: mixed (a batch holds rows of every task) | single (each batch one task's rows, length-grouped within it)
+    batch_tasks: str = "mixed"
     group_by_length: bool = True
     #: round padded lengths up to a multiple; null = auto (8 for bf16 or GPU, 1 for fp32 on CPU: the faster there)
     pad_to_multiple_of: Optional[int] = None

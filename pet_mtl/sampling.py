@@ -8,6 +8,10 @@ an uninterrupted one would. Each rule fixes how many items each task contributes
 Tasks that contribute more than their size cycle through fresh permutations; fewer, a seeded subset.
 Batches are then grouped by length (sort within chunks of `group_size` batches, shuffle the batches), so
 padding stays small while the batch order stays random.
+
+`batch_tasks`: `mixed` (the items of all tasks shuffled together, then cut into batches) or `single` (each task's
+items cut into batches of their own, length-grouped within the task, then all batches shuffled; round_robin
+alternates the tasks' batches): every batch then holds one task, as a plain multi-task classifier trains.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ def _round_robin(sizes: Mapping[str, int], temperature: float) -> dict[str, int]
     return {t: -(-total // len(sizes)) for t in sizes}
 
 
+BATCH_TASKS = ("mixed", "single")
 SAMPLING_RULES: dict[str, Callable[[Mapping[str, int], float], dict[str, int]]] = {
     "proportional": _proportional,
     "temperature": _temperature,
@@ -45,9 +50,12 @@ SAMPLING_RULES: dict[str, Callable[[Mapping[str, int], float], dict[str, int]]] 
 class MultiTaskBatches:
     def __init__(self, items: Mapping[str, Sequence[int]], lengths: Sequence[int], batch_size: int,
                  rule: str = "proportional", temperature: float = 2.0, seed: int = 0,
-                 group_by_length: bool = True, group_size: int = 32):
+                 group_by_length: bool = True, group_size: int = 32, batch_tasks: str = "mixed"):
         if rule not in SAMPLING_RULES:
             raise ConfigError(f"train.sampling={rule!r}: expected one of {', '.join(SAMPLING_RULES)}")
+        if batch_tasks not in BATCH_TASKS:
+            raise ConfigError(f"train.batch_tasks={batch_tasks!r}: expected one of {', '.join(BATCH_TASKS)}")
+        self.batch_tasks = batch_tasks
         empty = [t for t, v in items.items() if not v]
         if empty:
             raise ConfigError(f"no training data for task(s) {', '.join(empty)}")
@@ -62,7 +70,20 @@ class MultiTaskBatches:
         self._epoch: tuple[int, list[list[int]]] | None = None  # the last epoch's batches, computed once
 
     def __len__(self) -> int:
+        if self.batch_tasks == "single":
+            return sum(-(-n // self.batch_size) for n in self.counts.values())
         return -(-sum(self.counts.values()) // self.batch_size)
+
+    def _cut(self, stream: list[int]) -> list[list[int]]:
+        """Batches of `stream` in its order, or (length grouping) sorted by length within chunks of group_size."""
+        if not self.group_by_length:
+            return [stream[i:i + self.batch_size] for i in range(0, len(stream), self.batch_size)]
+        batches: list[list[int]] = []
+        chunk = self.batch_size * self.group_size
+        for start in range(0, len(stream), chunk):
+            part = sorted(stream[start:start + chunk], key=lambda i: self.lengths[i], reverse=True)
+            batches.extend(part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))
+        return batches
 
     def _draw(self, task: str, epoch: int) -> list[int]:
         rng = random.Random(f"{self.seed}/{epoch}/{task}")
@@ -74,19 +95,21 @@ class MultiTaskBatches:
     def epoch(self, epoch: int) -> list[list[int]]:
         rng = random.Random(f"{self.seed}/{epoch}")
         draws = {t: self._draw(t, epoch) for t in self.items}
+        if self.batch_tasks == "single":  # each draw is already a random order of the task's items
+            per_task = [self._cut(d) for d in draws.values()]
+            if self.rule == "round_robin":
+                return [b[i] for i in range(max(map(len, per_task))) for b in per_task if i < len(b)]
+            batches = [b for bs in per_task for b in bs]
+            rng.shuffle(batches)
+            return batches
         if self.rule == "round_robin":
             stream = [d[i] for i in range(max(map(len, draws.values()))) for d in draws.values() if i < len(d)]
         else:
             stream = [i for d in draws.values() for i in d]
             rng.shuffle(stream)
-        if not self.group_by_length:
-            return [stream[i:i + self.batch_size] for i in range(0, len(stream), self.batch_size)]
-        batches: list[list[int]] = []
-        chunk = self.batch_size * self.group_size
-        for start in range(0, len(stream), chunk):
-            part = sorted(stream[start:start + chunk], key=lambda i: self.lengths[i], reverse=True)
-            batches.extend(part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size))
-        rng.shuffle(batches)
+        batches = self._cut(stream)
+        if self.group_by_length:
+            rng.shuffle(batches)
         return batches
 
     def batch(self, index: int) -> list[int]:

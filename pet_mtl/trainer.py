@@ -97,7 +97,8 @@ class Trainer:
         self.features, items = self._training_features()
         self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.featurizer.tasks])
         self.batches = MultiTaskBatches(items, [len(f.input_ids) for f in self.features], tr.batch_size,
-                                        tr.sampling, tr.temperature, cfg.seed, tr.group_by_length)
+                                        tr.sampling, tr.temperature, cfg.seed, tr.group_by_length,
+                                        batch_tasks=tr.batch_tasks)
         per_step = tr.grad_accum * self.dist.world
         self.total_steps = tr.max_steps or max(1, math.ceil(tr.epochs * len(self.batches) / per_step))
         self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay)
@@ -278,7 +279,7 @@ class Trainer:
                 f"regime {cfg.data.regime}; {'; '.join(rows)}", *self.featurizer.describe(),
                 f"plan: {self.total_steps} steps of {per_step} examples (batch {tr.batch_size} x accum {tr.grad_accum}"
                 f" x {self.dist.world} process(es)), {len(self.batches)} batches per epoch, sampling {tr.sampling}, "
-                f"evaluation every {tr.eval_every or self.total_steps} steps and at the end, on {self.device}"]
+                f"{tr.batch_tasks}-task batches, evaluation every {tr.eval_every or self.total_steps} steps and at the end, on {self.device}"]
 
     def fit(self) -> dict[str, Any]:
         tr, st = self.cfg.train, self.state

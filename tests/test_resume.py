@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -61,3 +62,38 @@ def test_resume_without_a_checkpoint_says_how(tiny_dir, synthetic_dir, tmp_path)
     p = subprocess.run(cmd(tiny_dir, synthetic_dir, tmp_path / "new", "train.resume=true"), capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 2 and "train.resume=true but" in p.stderr and "hydra.run.dir" in p.stderr
+
+
+class Killed(Exception):
+    pass
+
+
+def test_single_task_batches_resume_exactly(tiny_dir, synthetic_dir, tmp_path):
+    """train.batch_tasks=single keeps the exact-resume guarantee: stopped right after the step-4 checkpoint (as a
+    kill would leave it) and resumed, the run ends as an uninterrupted one."""
+    from helpers import make_cfg
+
+    from pet_mtl.trainer import Trainer
+
+    def cfg(*extra):
+        return make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.batch_tasks=single",
+                        "train.max_steps=8", "train.eval_every=4", "train.batch_size=8", "train.lr=3e-3",
+                        "train.progress=false", "train.predict_splits=[]", "train.calibrate=false", *extra)
+
+    class StopsAtFour(Trainer):
+        def _save(self, name, metrics, with_state):
+            super()._save(name, metrics, with_state)
+            if name == "checkpoint-last" and self.state.step == 4:
+                raise Killed
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    Trainer(cfg(), full).fit()
+    with pytest.raises(Killed):
+        StopsAtFour(cfg(), killed).fit()
+    Trainer(cfg("train.resume=true"), killed).fit()
+    a = json.loads((full / "metrics.json").read_text())["history"]
+    b = json.loads((killed / "metrics.json").read_text())["history"]
+    assert without_timing(a) == without_timing(b) and [e["step"] for e in a] == [4, 8]
+    wa = load_file(full / "checkpoint-last" / "model" / "model.safetensors")
+    wb = load_file(killed / "checkpoint-last" / "model" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -63,3 +63,33 @@ def test_bad_rule_and_empty_task():
         MultiTaskBatches(ITEMS, LENGTHS, 8, rule="uniform")
     with pytest.raises(ConfigError, match="no training data for task"):
         MultiTaskBatches({"a": [0], "b": []}, LENGTHS, 8)
+
+
+@pytest.mark.parametrize("rule", ["proportional", "temperature", "round_robin"])
+@pytest.mark.parametrize("grouped", [True, False])
+def test_single_task_batches_hold_one_task_and_follow_the_rule(rule, grouped):
+    s = MultiTaskBatches(ITEMS, LENGTHS, 8, rule, seed=2, group_by_length=grouped, batch_tasks="single")
+    mixed = MultiTaskBatches(ITEMS, LENGTHS, 8, rule, seed=2, group_by_length=grouped)
+    for epoch in (0, 1):
+        batches = s.epoch(epoch)
+        assert all(len({TASK_OF[i] for i in b}) == 1 for b in batches)
+        assert Counter(TASK_OF[i] for i in flat(batches)) == Counter(s.counts)  # the rule's counts, as mixed
+        assert len(batches) == len(s) and s.counts == mixed.counts
+    assert sorted(flat(s.epoch(0))) == sorted(flat(mixed.epoch(0)))  # the same draws, batched per task
+    assert s.epoch(1) == MultiTaskBatches(ITEMS, LENGTHS, 8, rule, seed=2, group_by_length=grouped,
+                                          batch_tasks="single").epoch(1)  # a function of seed and epoch: resume
+    if rule == "round_robin":
+        assert [TASK_OF[b[0]] for b in s.epoch(0)[:3]] == ["a", "b", "c"]
+    if rule == "proportional":
+        assert sorted(flat(s.epoch(0))) == list(range(85))
+
+
+def test_single_task_batches_are_length_grouped_within_the_task():
+    def padding(batches):
+        return sum(max(LENGTHS[i] for i in b) * len(b) - sum(LENGTHS[i] for i in b) for b in batches)
+
+    grouped = MultiTaskBatches(ITEMS, LENGTHS, 8, seed=0, batch_tasks="single").epoch(0)
+    plain = MultiTaskBatches(ITEMS, LENGTHS, 8, seed=0, group_by_length=False, batch_tasks="single").epoch(0)
+    assert padding(grouped) < padding(plain) / 2
+    with pytest.raises(ConfigError, match="train.batch_tasks='one'"):
+        MultiTaskBatches(ITEMS, LENGTHS, 8, batch_tasks="one")
