@@ -68,6 +68,10 @@ class DataConfig:
     k_per_class: int = 16
     #: fewshot: rows per task in the fixed held-out set carved from the training file (a count, or a fraction < 1)
     held_out_per_task: float = 1000
+    #: rows without labels per task, for the auxiliary MLM loss (train.mlm_weight): a | b (the competition's test
+    #: file A or B in data.dir), competition TSV, CLUE JSON lines, or plain .txt/.txt.gz (one-text tasks); see
+    #: pet_mtl/unlabelled.py. Rows whose text is a validation or held-out row's are never read
+    unlabelled: Dict[str, List[str]] = field(default_factory=lambda: {"ocnli": [], "ocemotion": [], "tnews": []})
     #: deprecated spelling of fewclue_split (removed in the next release)
     split: Optional[str] = None
     #: deprecated spelling of held_out_per_task (removed in the next release)
@@ -85,6 +89,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
+    #: weight of PET's auxiliary masked-LM loss on data.unlabelled text: loss = label loss + mlm_weight x MLM loss
+    #: (0 = off; PET's paper uses 1e-4 in its (1 - a) / a convention, pet_mtl/unlabelled.py)
+    mlm_weight: float = 0.0
+    #: packed sequences of unlabelled text per step; null = train.batch_size
+    mlm_batch_size: Optional[int] = None
     #: R-Drop weight alpha (0 = off): each batch also runs a second dropout pass, and alpha x the symmetric KL
     #: between the two passes' label distributions joins the loss (training costs about 2x)
     rdrop: float = 0.0
@@ -326,6 +335,7 @@ TRAIN_RANGES = {
     "train.batch_size": _at_least(1), "train.eval_batch_size": _at_least(1), "train.grad_accum": _at_least(1),
     "train.lr": _above(0), "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
     "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"), "train.rdrop": _at_least(0),
+    "train.mlm_weight": _at_least(0), "train.mlm_batch_size": _at_least(1, optional=True),
     "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.temperature": _above(0),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),

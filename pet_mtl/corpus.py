@@ -61,6 +61,7 @@ class FileSource:
     entry: str  # the `text` entry it came from (held-out perplexity is reported per entry)
     task: Task | None = None  # competition files
     skip_ids: frozenset[str] = frozenset()  # competition rows never read (validation rows of the training files)
+    skip_texts: frozenset[tuple[str, ...]] = frozenset()  # documents never read, whatever the file (stripped texts)
 
 
 def _kind_of(path: Path) -> str:
@@ -157,6 +158,11 @@ def parse_line(source: FileSource, raw: bytes) -> tuple[str, ...] | None:
         raise BadLine(f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r})") from None
     if not line.strip():
         return None
+    segments = _segments(source, line)
+    return None if segments is None or segments in source.skip_texts else segments
+
+
+def _segments(source: FileSource, line: str) -> tuple[str, ...] | None:
     if source.kind == "text":
         return (line.strip(),)
     if source.kind == "clue":
@@ -166,6 +172,11 @@ def parse_line(source: FileSource, raw: bytes) -> tuple[str, ...] | None:
             raise BadLine(f"not a JSON object: {str(e)[:80]}") from None
         if not isinstance(obj, dict):
             raise BadLine(f"expected a JSON object, found {type(obj).__name__}")
+        keys = tuple(source.task.json_fields.values()) if source.task is not None else None
+        if keys is not None:  # a task's file: exactly its keys (OCNLI's pair, TNEWS's sentence...)
+            if not all(isinstance(obj.get(k), str) and obj[k].strip() for k in keys):
+                raise BadLine(f"no text under {', '.join(keys)} (the {source.task.name} keys)")
+            return tuple(obj[k].strip() for k in keys)
         if all(isinstance(obj.get(k), str) and obj[k].strip() for k in CLUE_PAIR):
             return tuple(obj[k].strip() for k in CLUE_PAIR)
         for k in CLUE_SINGLE:

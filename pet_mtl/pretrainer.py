@@ -38,7 +38,7 @@ from .corpus import Corpus, CorpusState, build_sources, competition_rows_to_skip
 from .distributed import Dist
 from .errors import ConfigError, TrainingError
 from .inference import autocast
-from .masking import Masking, MaskedStream
+from .masking import MaskedLM, Masking, MaskedStream
 from .optim import build_optimizer, warmup_linear
 
 log = logging.getLogger("pet_mtl")
@@ -87,33 +87,6 @@ def build_model(cfg: PretrainConfig):
                         max_position_embeddings=i.max_positions, pad_token_id=tokenizer.pad_token_id,
                         hidden_dropout_prob=i.dropout, attention_probs_dropout_prob=i.dropout)
     return tokenizer, BertForMaskedLM(config)
-
-
-def split_mlm(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(encoder, prediction head) of a Hugging Face masked LM (BERT's bert/cls, RoBERTa's roberta/lm_head...):
-    its children besides the base model must be exactly one head. None when the model is built otherwise."""
-    base = getattr(model, "base_model", None)
-    others = [m for _, m in model.named_children() if m is not base]
-    return (base, others[0]) if base is not None and base is not model and len(others) == 1 else None
-
-
-class MaskedLM(torch.nn.Module):
-    """A masked LM whose forward returns (logits, labels) at the masked positions only. The vocabulary projection
-    is most of a small model's compute (21,128 x hidden per token) and only the ~15% masked tokens have a loss:
-    projecting just those gives the same loss for a fraction of the work. A module of its own so that DDP wraps the
-    whole computation; models `split_mlm` does not understand are run whole and their logits selected."""
-
-    def __init__(self, mlm: torch.nn.Module):
-        super().__init__()
-        self.mlm = mlm
-        self._parts = split_mlm(mlm)  # a tuple: not registered twice as submodules
-
-    def forward(self, labels: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        where = labels != -100
-        if self._parts is None:
-            return self.mlm(**inputs).logits[where], labels[where]
-        encoder, head = self._parts
-        return head(encoder(**inputs).last_hidden_state[where]), labels[where]
 
 
 class Pretrainer:

@@ -54,6 +54,8 @@ class TrainState:
     wall_seconds: float = 0.0  # of the earlier processes of this run (a resumed run adds its own)
     examples_seen: int = 0
     losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
+    mlm_losses: list[float] = field(default_factory=list)  # auxiliary masked-LM losses since the last evaluation
+    aux_stream: dict[str, Any] = field(default_factory=dict)  # the unlabelled text stream's position (train.mlm_weight)
     world: int = 1  # processes that wrote it: a resume must use as many
 
     def to_json(self) -> dict[str, Any]:
@@ -106,6 +108,14 @@ class Trainer:
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
         self.runlog = RunLog(self.run_dir, self.dist.main, tr.progress, tr.log_every, tr.tensorboard)
+        self.aux = None
+        if tr.mlm_weight:  # PET's auxiliary masked-LM loss on unlabelled text
+            if self.dist.world > 1:
+                raise ConfigError("train.mlm_weight > 0 runs in one process for now (its extra forward is outside "
+                                  "DistributedDataParallel); train without torchrun, or with train.mlm_weight=0")
+            from .unlabelled import AuxiliaryMLM
+
+            self.aux = AuxiliaryMLM(cfg, self.data, self.tokenizer, self.model.mlm)
 
     def _backbone(self):
         cfg = self.cfg
@@ -158,7 +168,8 @@ class Trainer:
             rng_states = self.dist.gather(torch.get_rng_state())
             tensors, opt_info = ckpt_io.optimizer_to_flat(self.optimizer)
             tensors.update({f"rng.torch.{r}": t for r, t in enumerate(rng_states)})
-            progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
+            progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds(),
+                                           aux_stream=self.aux.state() if self.aux is not None else self.state.aux_stream)
             state = (tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
                                "progress": progress.to_json()})
         if self.dist.main:
@@ -184,6 +195,8 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
         self.state = progress  # its wall_seconds are the earlier processes'; this one's are added on saving
+        if self.aux is not None:
+            self.aux.restore(progress.aux_stream)
         log.info("resumed from %s at step %d", last, self.state.step)
 
     def _wall_seconds(self) -> float:
@@ -197,11 +210,12 @@ class Trainer:
         with self.runlog.evaluating() as show:
             result = self.predictor(progress=show).evaluate({t: d.val for t, d in self.data.items()})
         entry = {"step": st.step, "epoch": round(st.micro / len(self.batches), 4),
-                 "train_loss": sum(st.losses) / len(st.losses) if st.losses else None, **result,
+                 "train_loss": sum(st.losses) / len(st.losses) if st.losses else None,
+                 **({"mlm_loss": sum(st.mlm_losses) / len(st.mlm_losses)} if st.mlm_losses else {}), **result,
                  "train_seconds": round(st.train_seconds, 2), "eval_seconds": round(time.time() - t0, 2),
                  "train_examples_per_s": round(st.examples_seen / max(st.train_seconds, 1e-9), 1)}
         st.history.append(entry)
-        st.losses = []
+        st.losses, st.mlm_losses = [], []
         self.runlog.evaluation(entry, st.history, self.featurizer.tasks)
         if st.best is None or result["score"] > st.best:
             st.best = result["score"]
@@ -242,6 +256,14 @@ class Trainer:
         first, second = scores.chunk(2)
         return rdrop_loss(first, second, batch["labels"], weights, rdrop)
 
+    def _aux_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """loss + train.mlm_weight x the masked-LM loss on a batch of unlabelled text (no-op without it)."""
+        if self.aux is None:
+            return loss
+        mlm = self.aux.loss(self.device)
+        self.state.mlm_losses.append(mlm.item())
+        return loss + self.cfg.train.mlm_weight * mlm
+
     def _train_step(self) -> tuple[float, int]:
         """One optimizer step over grad_accum x world batches; (mean loss, examples) summed over ranks."""
         tr = self.cfg.train
@@ -254,7 +276,7 @@ class Trainer:
                      collate(feats, self.tokenizer.pad_token_id, self.pad_multiple).items()}
             sync = self.ddp.no_sync() if self.ddp is not self.model and k < tr.grad_accum - 1 else nullcontext()
             with sync:
-                loss = self._loss(batch, weights[batch["task"]])
+                loss = self._aux_loss(self._loss(batch, weights[batch["task"]]))
                 if not torch.isfinite(loss):  # stop before the optimizer or a checkpoint takes it in
                     raise TrainingError(f"the training loss became {loss.item()} at step {self.state.step + 1}; "
                                         "nothing of this step was saved. Lower train.lr, check train.task_weights, "
@@ -279,7 +301,8 @@ class Trainer:
                 f"regime {cfg.data.regime}; {'; '.join(rows)}", *self.featurizer.describe(),
                 f"plan: {self.total_steps} steps of {per_step} examples (batch {tr.batch_size} x accum {tr.grad_accum}"
                 f" x {self.dist.world} process(es)), {len(self.batches)} batches per epoch, sampling {tr.sampling}, "
-                f"{tr.batch_tasks}-task batches, evaluation every {tr.eval_every or self.total_steps} steps and at the end, on {self.device}"]
+                f"{tr.batch_tasks}-task batches, evaluation every {tr.eval_every or self.total_steps} steps and at the end, "
+                f"on {self.device}", *(self.aux.describe() if self.aux is not None else [])]
 
     def fit(self) -> dict[str, Any]:
         tr, st = self.cfg.train, self.state

@@ -60,7 +60,7 @@ def test_the_whole_train_state_survives_save_and_resume(tiny_dir, synthetic_dir,
     def changed(f: dataclasses.Field):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         return {int: lambda: default + 7, float: lambda: default + 2.5, list: lambda: [{"step": 3, "score": 0.5}],
-                type(None): lambda: 0.25}[type(default)]()
+                type(None): lambda: 0.25, dict: lambda: {"corpus": {"draws": 3}}}[type(default)]()
 
     overrides = [f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.predict_splits=[]",
                  "train.progress=false", "train.max_steps=50"]
