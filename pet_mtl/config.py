@@ -136,6 +136,20 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation (python -m pet_mtl.distill, pet_mtl/distillation.py): teachers label data.unlabelled rows."""
+
+    #: teacher checkpoints or run directories; a non-empty list makes the run a distillation
+    teachers: List[str] = field(default_factory=list)
+    #: softening temperature T of the teachers' distributions and of the student's soft cross-entropy
+    temperature: float = 2.0
+    #: weight each teacher by its validation mean macro-F1 (as PET weights pattern models); false: equal weights
+    weighted: bool = True
+    #: cap on unlabelled rows per task that the teachers label (a seeded sample); null = all
+    max_rows_per_task: Optional[int] = None
+
+
+@dataclass
 class Config:
     seed: int = 42
     #: pet | heads | cln | pet_cln (pet_mtl/methods)
@@ -153,6 +167,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass
@@ -336,6 +351,7 @@ TRAIN_RANGES = {
     "train.lr": _above(0), "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
     "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"), "train.rdrop": _at_least(0),
     "train.mlm_weight": _at_least(0), "train.mlm_batch_size": _at_least(1, optional=True),
+    "distill.temperature": _above(0), "distill.max_rows_per_task": _at_least(1, optional=True),
     "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.temperature": _above(0),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),

@@ -113,6 +113,8 @@ class Feature:
     task: int  # index into the featurizer's task list
     label: int  # -1 when unlabelled
     example: int  # index of the example within its task's list (patterns of one example share it)
+    #: distillation: the teachers' label distribution (the task's labels, in order) instead of a gold label
+    soft: tuple[float, ...] | None = None
 
 
 class ClozeFeaturizer:
@@ -251,7 +253,7 @@ def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -
         input_ids[b, :n] = torch.tensor(f.input_ids)
         attention_mask[b, :n] = 1
         slot_positions[b, : f.slot_len] = torch.arange(f.slot_start, f.slot_start + f.slot_len)
-    return {
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "slot_positions": slot_positions,
@@ -259,3 +261,9 @@ def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -
         "task": torch.tensor([f.task for f in features]),
         "labels": torch.tensor([f.label for f in features]),
     }
+    if any(f.soft is not None for f in features):  # distillation: soft rows carry the teachers' distribution
+        K = max(len(f.soft) for f in features if f.soft is not None)
+        batch["soft"] = torch.tensor([list(f.soft) + [0.0] * (K - len(f.soft)) if f.soft is not None else [0.0] * K
+                                      for f in features])
+        batch["is_soft"] = torch.tensor([f.soft is not None for f in features])
+    return batch

@@ -28,7 +28,7 @@ from .distributed import Dist
 from .errors import ConfigError, TrainingError
 from .features import Feature, collate
 from .inference import Predictor, autocast, pad_multiple
-from .methods import MethodOptions, build_scorer, get_method, label_loss, rdrop_loss
+from .methods import MethodOptions, build_scorer, get_method, label_loss, rdrop_loss, soft_label_loss
 from .optim import build_optimizer, warmup_linear
 from .patterns import load_pattern_set
 from .regimes import load_task_data
@@ -96,6 +96,13 @@ class Trainer:
                                               cfg.model.max_length, self.options)
         self.model = model.to(self.device)
         self.ddp = self.dist.wrap(self.model, self.device, find_unused_parameters=self.method.sparse_gradients)
+        self.soft = None
+        if cfg.distill.teachers:  # the teachers label the unlabelled rows once (cached in the run directory)
+            if tr.rdrop:
+                raise ConfigError("train.rdrop with distillation is not supported yet; use one of them")
+            from .distillation import soft_labels
+
+            self.soft = soft_labels(cfg, self.data, self.run_dir, self.device, self.dist.main, self.dist.barrier)
         self.features, items = self._training_features()
         self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.featurizer.tasks])
         self.batches = MultiTaskBatches(items, [len(f.input_ids) for f in self.features], tr.batch_size,
@@ -134,6 +141,10 @@ class Trainer:
         items: dict[str, list[int]] = {}
         for name, d in self.data.items():
             feats = self.featurizer.encode(d.train)
+            if self.soft is not None and self.soft[0][name]:  # distillation: the teacher-labelled rows join
+                probs = self.soft[1][name]
+                feats += [dataclasses.replace(f, soft=tuple(probs[f.example]))
+                          for f in self.featurizer.encode(self.soft[0][name], with_labels=False)]
             items[name] = list(range(len(features), len(features) + len(feats)))
             features.extend(feats)
         log.info("encoded %d training features in %.1fs (%s)", len(features), time.time() - t0,
@@ -251,6 +262,9 @@ class Trainer:
         rdrop = self.cfg.train.rdrop
         with autocast(self.device, self.cfg.train.precision):
             scores = self.ddp(**({k: torch.cat([v, v]) for k, v in batch.items()} if rdrop else batch)).float()
+        if "soft" in batch:
+            return soft_label_loss(scores, batch["labels"], batch["soft"], batch["is_soft"], weights,
+                                   self.cfg.distill.temperature)
         if not rdrop:
             return label_loss(scores, batch["labels"], weights)
         first, second = scores.chunk(2)

@@ -69,9 +69,11 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize("options", [["train.batch_tasks=single"],
-                                     ["train.mlm_weight=0.5", "data.unlabelled.tnews=[a,b]", "train.mlm_batch_size=2"]],
-                         ids=["single-task-batches", "auxiliary-mlm"])
-def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, tmp_path, options):
+                                     ["train.mlm_weight=0.5", "data.unlabelled.tnews=[a,b]", "train.mlm_batch_size=2"],
+                                     ["distill.teachers=[{teacher}]", "data.unlabelled.tnews=[a,b]",
+                                      "data.unlabelled.ocnli=[a]"]],
+                         ids=["single-task-batches", "auxiliary-mlm", "distillation"])
+def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run, tmp_path, options):
     """Single-task batches and the auxiliary MLM's unlabelled stream keep the exact-resume guarantee: stopped right
     after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an uninterrupted one."""
     from helpers import make_cfg
@@ -79,7 +81,8 @@ def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, tmp_path, o
     from pet_mtl.trainer import Trainer
 
     def cfg(*extra):
-        return make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", *options,
+        return make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}",
+                        *(o.format(teacher=trained_run) for o in options),
                         "train.max_steps=8", "train.eval_every=4", "train.batch_size=8", "train.lr=3e-3",
                         "train.progress=false", "train.predict_splits=[]", "train.calibrate=false", *extra)
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..patterns import Pattern
-from .base import Featurizer, Method, MethodOptions, Scorer, label_loss, rdrop_loss
+from .base import Featurizer, Method, MethodOptions, Scorer, label_loss, rdrop_loss, soft_label_loss
 from .cln import CLN, PET_CLN
 from .cloze import PET
 from .heads import HEADS
@@ -60,5 +60,5 @@ def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns:
     return featurizer, m.scorer(mlm, featurizer, options)
 
 
-__all__ = ["METHODS", "Featurizer", "Method", "MethodOptions", "Scorer", "build_scorer", "get_method", "label_loss", "rdrop_loss",
+__all__ = ["METHODS", "Featurizer", "Method", "MethodOptions", "Scorer", "build_scorer", "get_method", "label_loss", "rdrop_loss", "soft_label_loss",
            "register"]

@@ -115,3 +115,20 @@ def rdrop_loss(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, 
     kl = (F.kl_div(a, b, log_target=True, reduction="none") + F.kl_div(b, a, log_target=True, reduction="none")).sum(-1) / 2
     kl = kl.mean() if weights is None else (kl * weights).sum() / weights.sum()
     return ce + alpha * kl
+
+
+def soft_label_loss(scores: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor, is_soft: torch.Tensor,
+                    weights: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """A batch mixing gold rows and soft (distilled) rows: gold rows' cross-entropy, soft rows' cross-entropy
+    against the teachers' distribution at temperature T, scaled by T^2 so its gradients keep the gold rows' size
+    (Hinton et al. 2015; PET's distillation does the same); the weighted mean over all rows."""
+    per_row = torch.zeros(len(scores), dtype=scores.dtype, device=scores.device)
+    gold = ~is_soft
+    if gold.any():
+        per_row[gold] = F.cross_entropy(scores[gold], labels[gold], reduction="none")
+    if is_soft.any():
+        log_p = F.log_softmax(scores[is_soft] / temperature, dim=-1)[:, : soft.shape[1]]
+        per_row[is_soft] = -(soft[is_soft] * log_p).sum(-1) * temperature ** 2
+    if weights is None:
+        return per_row.mean()
+    return (per_row * weights).sum() / weights.sum()
