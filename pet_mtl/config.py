@@ -72,6 +72,9 @@ class DataConfig:
     #: file A or B in data.dir), competition TSV, CLUE JSON lines, or plain .txt/.txt.gz (one-text tasks); see
     #: pet_mtl/unlabelled.py. Rows whose text is a validation or held-out row's are never read
     unlabelled: Dict[str, List[str]] = field(default_factory=lambda: {"ocnli": [], "ocemotion": [], "tnews": []})
+    #: task -> JSON lines of model-labelled rows that join the training rows (written by python -m pet_mtl.ipet)
+    pseudo_labelled: Dict[str, Optional[str]] = field(
+        default_factory=lambda: {"ocnli": None, "ocemotion": None, "tnews": None})
     #: deprecated spelling of fewclue_split (removed in the next release)
     split: Optional[str] = None
     #: deprecated spelling of held_out_per_task (removed in the next release)
@@ -79,16 +82,23 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    epochs: float = 2.0
-    #: stop after this many optimizer steps (overrides epochs)
-    max_steps: Optional[int] = None
+class OptimizerConfig:
+    """What train and pretrain share: AdamW (no decay on biases and LayerNorm) with warmup and linear decay."""
+
+    #: examples (train) or packed sequences (pretrain) per step and process
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainConfig(OptimizerConfig):
+    epochs: float = 2.0
+    #: stop after this many optimizer steps (overrides epochs)
+    max_steps: Optional[int] = None
     #: weight of PET's auxiliary masked-LM loss on data.unlabelled text: loss = label loss + mlm_weight x MLM loss
     #: (0 = off; PET's paper uses 1e-4 in its (1 - a) / a convention, pet_mtl/unlabelled.py)
     mlm_weight: float = 0.0
@@ -150,6 +160,20 @@ class DistillConfig:
 
 
 @dataclass
+class IpetConfig:
+    """iPET (python -m pet_mtl.ipet, pet_mtl/ipet.py): generations of models, each trained on the gold rows plus
+    the previous generation's confident pseudo-labels, then distillation into one student."""
+
+    generations: int = 3
+    #: one model per entry, each a space-separated list of train overrides ("patterns=alt", "seed=2 train.lr=2e-4")
+    variants: List[str] = field(default_factory=lambda: ["seed=1", "seed=2", "seed=3"])
+    #: pseudo-labelled rows per task in generation g: gold training rows x scale^g (PET's d = 5), at most all rows
+    scale: float = 5.0
+    #: after the last generation, distil its models into one student of the run's method
+    distill: bool = True
+
+
+@dataclass
 class Config:
     seed: int = 42
     #: pet | heads | cln | pet_cln (pet_mtl/methods)
@@ -168,6 +192,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    ipet: IpetConfig = field(default_factory=IpetConfig)
 
 
 @dataclass
@@ -269,15 +294,8 @@ class MaskingConfig:
 
 
 @dataclass
-class PretrainTrainConfig:
+class PretrainTrainConfig(OptimizerConfig):
     max_steps: int = 1000
-    #: packed sequences per step (per process)
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
     #: fp32 | bf16 (autocast; faster on GPUs and CPUs with AVX512-BF16, ~30x slower on CPUs without)
     precision: str = "fp32"
     #: held-out pseudo-perplexity every N steps (and before the first step and at the end); 0 = only then
@@ -346,12 +364,17 @@ def _above(low: float) -> tuple[Callable[[Any], bool], str]:
 
 
 #: key -> (test, what is expected): checked before any data or model is loaded
+#: the keys of OptimizerConfig, under train.
+OPTIMIZER_RANGES = {
+    "train.batch_size": _at_least(1), "train.grad_accum": _at_least(1), "train.lr": _above(0),
+    "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
+    "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"),
+}
 TRAIN_RANGES = {
-    "train.batch_size": _at_least(1), "train.eval_batch_size": _at_least(1), "train.grad_accum": _at_least(1),
-    "train.lr": _above(0), "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
-    "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"), "train.rdrop": _at_least(0),
+    **OPTIMIZER_RANGES, "train.eval_batch_size": _at_least(1), "train.rdrop": _at_least(0),
     "train.mlm_weight": _at_least(0), "train.mlm_batch_size": _at_least(1, optional=True),
     "distill.temperature": _above(0), "distill.max_rows_per_task": _at_least(1, optional=True),
+    "ipet.generations": _at_least(1), "ipet.scale": _above(0),
     "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.temperature": _above(0),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),
@@ -361,10 +384,7 @@ TRAIN_RANGES = {
 }
 PREDICT_RANGES = {"batch_size": _at_least(1), "num_threads": _at_least(1, optional=True)}
 PRETRAIN_RANGES = {
-    "train.max_steps": _at_least(1), "train.batch_size": _at_least(1), "train.grad_accum": _at_least(1),
-    "train.lr": _above(0), "train.weight_decay": _at_least(0), "train.max_grad_norm": _above(0),
-    "train.warmup_ratio": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"),
-    "train.eval_every": _at_least(0), "train.eval_batch_size": _at_least(1), "train.save_every": _at_least(0),
+    **OPTIMIZER_RANGES, "train.max_steps": _at_least(1), "train.eval_every": _at_least(0), "train.eval_batch_size": _at_least(1), "train.save_every": _at_least(0),
     "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True), "data.max_length": _at_least(8),
     "data.held_out_fraction": ((lambda v: _finite(v) and 0 < v < 1), "a number in (0, 1)"),
     "data.eval_docs": _at_least(1), "data.max_bad_fraction": ((lambda v: _finite(v) and 0 <= v <= 1),

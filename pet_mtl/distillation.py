@@ -80,6 +80,18 @@ def soften(teacher_scores: list[torch.Tensor], weights: list[float], temperature
     return sum(w * (s.log_softmax(-1) / temperature).softmax(-1) for s, w in zip(teacher_scores, weights))
 
 
+def model_scores(checkpoint: str | Path, examples: Mapping[str, list[Example]], cfg: Any,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """A checkpoint's label scores ([N, labels], before calibration) of each task's rows that are not empty."""
+    _, meta, featurizer, model = load_scorer(checkpoint)
+    missing = [t for t in examples if examples[t] and t not in meta["tasks"]]
+    if missing:
+        raise ConfigError(f"teacher {checkpoint} has no {', '.join(missing)}: every teacher must know the student's "
+                          "tasks")
+    predictor = Predictor(featurizer, model.to(device).eval(), cfg.train.eval_batch_size, cfg.train.precision, device)
+    return {t: predictor.scores(rows).float().cpu() for t, rows in examples.items() if rows}
+
+
 def soft_labels(cfg: Any, data: Mapping[str, TaskData], run_dir: Path, device: torch.device, main: bool,
                 barrier) -> tuple[dict[str, list[Example]], dict[str, list[list[float]]]]:
     """(unlabelled examples, their soft labels) per task, from <run dir>/soft_labels.json when it was made by the
@@ -96,16 +108,8 @@ def soft_labels(cfg: Any, data: Mapping[str, TaskData], run_dir: Path, device: t
         weights = teacher_weights(teachers, d.weighted)
         per_teacher: dict[str, list[torch.Tensor]] = {t: [] for t in examples}
         for teacher, w in zip(teachers, weights):
-            _, meta, featurizer, model = load_scorer(teacher)
-            missing = [t for t in examples if examples[t] and t not in meta["tasks"]]
-            if missing:
-                raise ConfigError(f"teacher {teacher} has no {', '.join(missing)}: every teacher must know the "
-                                  "student's tasks")
-            predictor = Predictor(featurizer, model.to(device).eval(), cfg.train.eval_batch_size,
-                                  cfg.train.precision, device)
-            for t, rows in examples.items():
-                if rows:
-                    per_teacher[t].append(predictor.scores(rows).float().cpu())
+            for t, scores in model_scores(teacher, examples, cfg, device).items():
+                per_teacher[t].append(scores)
             log.info("teacher %s (weight %.3f) labelled %s", teacher, w,
                      ", ".join(f"{len(r)} {t}" for t, r in examples.items()))
         probs = {t: soften(s, weights, d.temperature).tolist() if s else [] for t, s in per_teacher.items()}

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from .config import MaskingConfig as Masking
 from .corpus import Doc
 from .errors import ConfigError
 
@@ -116,24 +117,18 @@ class Packer:
         return out
 
 
-@dataclass(frozen=True)
-class Masking:
-    unit: str = "token"
-    prob: float = 0.15
-    max_ngram: int = 1
-    replace_mask: float = 0.8
-    replace_random: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.unit not in UNITS:
-            raise ConfigError(f"masking.unit={self.unit!r}: expected one of {', '.join(UNITS)}")
-        if not 0 < self.prob < 1:
-            raise ConfigError(f"masking.prob={self.prob}: expected a number in (0, 1)")
-        if not isinstance(self.max_ngram, int) or self.max_ngram < 1:
-            raise ConfigError(f"masking.max_ngram={self.max_ngram}: expected an integer >= 1")
-        if not (0 <= self.replace_mask and 0 <= self.replace_random and self.replace_mask + self.replace_random <= 1):
-            raise ConfigError(f"masking.replace_mask={self.replace_mask}, replace_random={self.replace_random}: "
-                              "expected shares >= 0 that sum to at most 1 (the rest keeps the token)")
+def check_masking(masking: Masking) -> Masking:
+    if masking.unit not in UNITS:
+        raise ConfigError(f"masking.unit={masking.unit!r}: expected one of {', '.join(UNITS)}")
+    if not 0 < masking.prob < 1:
+        raise ConfigError(f"masking.prob={masking.prob}: expected a number in (0, 1)")
+    if not isinstance(masking.max_ngram, int) or masking.max_ngram < 1:
+        raise ConfigError(f"masking.max_ngram={masking.max_ngram}: expected an integer >= 1")
+    if not (0 <= masking.replace_mask and 0 <= masking.replace_random
+            and masking.replace_mask + masking.replace_random <= 1):
+        raise ConfigError(f"masking.replace_mask={masking.replace_mask}, replace_random={masking.replace_random}: "
+                          "expected shares >= 0 that sum to at most 1 (the rest keeps the token)")
+    return masking
 
 
 def units_of(starts: Sequence[bool], special: Sequence[bool]) -> list[tuple[int, int]]:
@@ -200,7 +195,7 @@ class MaskedStream:
                  segmenter: Segmenter | None = None):
         self.docs = docs
         self.tokenizer = tokenizer
-        self.masking = masking
+        self.masking = check_masking(masking)
         self.seed = seed
         self.segmenter = segmenter if segmenter is not None or masking.unit == "token" else Segmenter()
         self.packer = Packer(max_length, tokenizer.cls_token_id)

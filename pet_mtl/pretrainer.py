@@ -106,7 +106,7 @@ class Pretrainer:
         if tr.num_threads:
             torch.set_num_threads(tr.num_threads)
         torch.manual_seed(cfg.seed)
-        self.masking = Masking(**OmegaConf.to_container(OmegaConf.structured(cfg.masking)))
+        self.masking = Masking(**OmegaConf.to_container(OmegaConf.structured(cfg.masking)))  # a plain dataclass
         self.tokenizer, mlm = build_model(cfg)
         if cfg.data.max_length > mlm.config.max_position_embeddings:
             raise ConfigError(f"data.max_length={cfg.data.max_length} is over the model's "
@@ -261,7 +261,7 @@ class Pretrainer:
         cfg, st = self.cfg, self.state
         first, last = (st.history[0], st.history[-1]) if st.history else (None, None)
         base = cfg.model.path or f"random weights ({OmegaConf.to_container(OmegaConf.structured(cfg.model.init))})"
-        lines = [f"# Masked LM: continued pretraining with pet_mtl", "",
+        lines = ["# Masked LM: continued pretraining with pet_mtl", "",
                  f"- base: `{base}`", f"- status: {'finished' if finished else 'in progress'}, step {st.step} of "
                  f"{cfg.train.max_steps}, {st.tokens:,} tokens ({st.masked:,} masked), "
                  f"{round(self._wall_seconds() / 60, 1)} minutes",

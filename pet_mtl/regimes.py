@@ -117,4 +117,22 @@ def load_task_data(cfg: Config) -> dict[str, TaskData]:
     apply_renames(cfg)
     if cfg.data.regime not in REGIMES:
         raise ConfigError(f"data.regime={cfg.data.regime!r}: expected one of {', '.join(REGIMES)}")
-    return REGIMES[cfg.data.regime](cfg)
+    data = REGIMES[cfg.data.regime](cfg)
+    for name, path in (getattr(cfg.data, "pseudo_labelled", None) or {}).items():
+        if path and name in data:
+            add_pseudo_labelled(data[name], Path(path), get_task(name))
+    return data
+
+
+def add_pseudo_labelled(d: TaskData, path: Path, task: Task) -> None:
+    """Rows labelled by models (iPET), JSON lines with the task's keys and `label`, join the training rows; one
+    whose text is a validation or held-out row's is an error, not a silent leak."""
+    rows = read_examples(path, task, labelled=True)
+    scored = {text_key(ex, task) for ex in [*d.val, *(d.held_out or [])]}
+    leaked = [ex for ex in rows if text_key(ex, task) in scored]
+    if leaked:
+        raise ConfigError(f"{leaked[0].source}: a pseudo-labelled {task.name} row has the text of a validation or "
+                          f"held-out row ({len(leaked)} such rows); pseudo-labels must come from unlabelled rows")
+    d.train.extend(rows)
+    log.info("%s: %d pseudo-labelled rows from %s join the %d training rows", task.name, len(rows), path,
+             len(d.train) - len(rows))

@@ -9,3 +9,20 @@ from pet_mtl.cli import CONF_DIR
 def make_cfg(*overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def run_and_kill(cmd: list[str], env: dict, state_file, timeout: float = 240) -> dict:
+    """Start `cmd`, SIGKILL it as soon as `state_file` (a checkpoint's state.json) exists, and return that state:
+    the kill lands wherever the run happens to be, as a real crash would."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not state_file.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    return json.loads(state_file.read_text())

@@ -7,14 +7,13 @@ import json
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_and_kill
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
@@ -249,15 +248,8 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tiny_dir,
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(run_cmd(tiny_dir, full, corpus_file), check=True, env=env, capture_output=True, timeout=300)
-    proc = subprocess.Popen(run_cmd(tiny_dir, killed, corpus_file), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     state = killed / "checkpoint-last" / "train_state" / "state.json"
-    deadline = time.time() + 240
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    stopped_at = json.loads(state.read_text())["progress"]["step"]
+    stopped_at = run_and_kill(run_cmd(tiny_dir, killed, corpus_file), env, state)["progress"]["step"]
     assert stopped_at < 40
     p = subprocess.run(run_cmd(tiny_dir, killed, corpus_file, "train.resume=true"), env=env, capture_output=True,
                        text=True, timeout=300)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from helpers import make_cfg, run_and_kill
 from safetensors.torch import load_file
 
 TIMING = {"train_seconds", "eval_seconds", "train_examples_per_s"}
@@ -30,15 +29,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_dir, synthetic_di
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(cmd(tiny_dir, synthetic_dir, full), check=True, env=env, capture_output=True, timeout=300)
 
-    proc = subprocess.Popen(cmd(tiny_dir, synthetic_dir, killed), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     state = killed / "checkpoint-last" / "train_state" / "state.json"
-    deadline = time.time() + 240
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    stopped_at = json.loads(state.read_text())["progress"]["step"]
+    stopped_at = run_and_kill(cmd(tiny_dir, synthetic_dir, killed), env, state)["progress"]["step"]
     assert stopped_at < 60
 
     p = subprocess.run(cmd(tiny_dir, synthetic_dir, killed, "train.resume=true"), env=env, capture_output=True,
@@ -76,8 +68,6 @@ class Killed(Exception):
 def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run, tmp_path, options):
     """Single-task batches and the auxiliary MLM's unlabelled stream keep the exact-resume guarantee: stopped right
     after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an uninterrupted one."""
-    from helpers import make_cfg
-
     from pet_mtl.trainer import Trainer
 
     def cfg(*extra):
