@@ -28,7 +28,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import ConfigError, DataError
 from .tasks import TASKS, Task
@@ -196,6 +196,24 @@ def _segments(source: FileSource, line: str) -> tuple[str, ...] | None:
     return texts
 
 
+def documents(source: FileSource, select: Callable[[int], bool] | None = None,
+              bad: Callable[[int, str], None] | None = None) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """One pass over a file: (line number, document) of the lines `select` keeps (all by default); a bad line is
+    handed to `bad` (line number, problem) and skipped."""
+    with _open(source.path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if select is not None and not select(lineno):
+                continue
+            try:
+                segments = parse_line(source, raw)
+            except BadLine as e:
+                if bad is not None:
+                    bad(lineno, str(e))
+                continue
+            if segments is not None:
+                yield lineno, segments
+
+
 def held_out(seed: int, source: FileSource, lineno: int, fraction: float) -> bool:
     """Whether this line belongs to the held-out slice (the same answer on every pass, resume and process)."""
     key = f"{seed}:{source.path.name}:{lineno}".encode()
@@ -324,16 +342,8 @@ class Corpus:
         return out
 
     def _held_out_lines(self, src: FileSource) -> Iterator[Doc]:
-        with _open(src.path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not held_out(self.seed, src, lineno, self.fraction):
-                    continue
-                try:
-                    segments = parse_line(src, raw)
-                except BadLine:
-                    continue
-                if segments is not None:
-                    yield Doc(segments, f"{src.path}:{lineno}")
+        for lineno, segments in documents(src, lambda n: held_out(self.seed, src, n, self.fraction)):
+            yield Doc(segments, f"{src.path}:{lineno}")
 
     def report(self) -> list[dict[str, Any]]:
         """Per file: documents read, passes, bad lines (first pass) and the lines they were counted over."""

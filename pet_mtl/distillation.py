@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from .checkpoint import atomic_write_text, load_meta, load_scorer, resolve
-from .corpus import BadLine, _open, parse_line
+from .corpus import documents
 from .data import Example
 from .errors import ConfigError
 from .inference import Predictor
@@ -39,21 +39,17 @@ def unlabelled_examples(cfg: Any, data: Mapping[str, TaskData]) -> dict[str, lis
     a seeded sample of distill.max_rows_per_task where set."""
     out: dict[str, list[Example]] = {t: [] for t in cfg.tasks}
     for src in sources(cfg, data):
-        task, bad = src.task, 0
-        with _open(src.path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                try:
-                    segments = parse_line(src, raw)
-                except BadLine as e:
-                    bad += 1
-                    if bad <= 3:
-                        log.warning("%s:%d: %s (bad line, skipped)", src.path, lineno, e)
-                    continue
-                if segments is not None:
-                    out[task.name].append(Example(task.name, f"{src.path.name}:{lineno}",
-                                                  dict(zip(task.fields, segments)), None, f"{src.path}:{lineno}"))
+        task, bad = src.task, []
+
+        def note(lineno: int, problem: str) -> None:
+            bad.append(lineno)
+            if len(bad) <= 3:
+                log.warning("%s:%d: %s (bad line, skipped)", src.path, lineno, problem)
+
+        out[task.name] += [Example(task.name, f"{src.path.name}:{lineno}", dict(zip(task.fields, segments)), None,
+                                   f"{src.path}:{lineno}") for lineno, segments in documents(src, bad=note)]
         if bad:
-            log.warning("%s: %d bad lines skipped", src.path, bad)
+            log.warning("%s: %d bad lines skipped", src.path, len(bad))
     cap = cfg.distill.max_rows_per_task
     for name, rows in out.items():
         if cap and len(rows) > cap:

@@ -96,13 +96,14 @@ class Trainer:
                                               cfg.model.max_length, self.options)
         self.model = model.to(self.device)
         self.ddp = self.dist.wrap(self.model, self.device, find_unused_parameters=self.method.sparse_gradients)
-        self.soft = None
+        self.soft_rows: dict[str, list] = {}  # distillation: per task, the unlabelled rows and their soft labels
         if cfg.distill.teachers:  # the teachers label the unlabelled rows once (cached in the run directory)
             if tr.rdrop:
                 raise ConfigError("train.rdrop with distillation is not supported yet; use one of them")
             from .distillation import soft_labels
 
-            self.soft = soft_labels(cfg, self.data, self.run_dir, self.device, self.dist.main, self.dist.barrier)
+            rows, probs = soft_labels(cfg, self.data, self.run_dir, self.device, self.dist.main, self.dist.barrier)
+            self.soft_rows = {t: list(zip(rows[t], probs[t])) for t in rows if rows[t]}
         self.features, items = self._training_features()
         self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.featurizer.tasks])
         self.batches = MultiTaskBatches(items, [len(f.input_ids) for f in self.features], tr.batch_size,
@@ -141,10 +142,10 @@ class Trainer:
         items: dict[str, list[int]] = {}
         for name, d in self.data.items():
             feats = self.featurizer.encode(d.train)
-            if self.soft is not None and self.soft[0][name]:  # distillation: the teacher-labelled rows join
-                probs = self.soft[1][name]
+            if name in self.soft_rows:  # distillation: the teacher-labelled rows join
+                rows, probs = zip(*self.soft_rows[name])
                 feats += [dataclasses.replace(f, soft=tuple(probs[f.example]))
-                          for f in self.featurizer.encode(self.soft[0][name], with_labels=False)]
+                          for f in self.featurizer.encode(list(rows), with_labels=False)]
             items[name] = list(range(len(features), len(features) + len(feats)))
             features.extend(feats)
         log.info("encoded %d training features in %.1fs (%s)", len(features), time.time() - t0,
