@@ -36,6 +36,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the scores as JSON here")
+    # one difference from pet_mtl's heads at a time, to measure each suspect alone (issue 10)
+    p.add_argument("--no-segment-ids", action="store_true", help="token_type_ids all 0 (as pet_mtl's heads today)")
+    p.add_argument("--cls-dropout", type=float, default=0.0, help="dropout on [CLS] before the head (heads: 0.1)")
+    p.add_argument("--mixed-batches", action="store_true", help="batches cut from all tasks' rows shuffled together")
     args = p.parse_args()
 
     import torch
@@ -62,15 +66,24 @@ def main() -> None:
         fields = TASKS[task].fields
         texts = [ex.fields[fields[0]] for ex in rows]
         pairs = [ex.fields[fields[1]] for ex in rows] if len(fields) == 2 else None
-        return tokenizer(texts, pairs, truncation="longest_first", max_length=args.max_length, padding=True,
-                         return_tensors="pt")
+        enc = tokenizer(texts, pairs, truncation="longest_first", max_length=args.max_length, padding=True,
+                        return_tensors="pt")
+        if args.no_segment_ids and "token_type_ids" in enc:
+            enc["token_type_ids"] = torch.zeros_like(enc["token_type_ids"])
+        return enc
 
     rng = random.Random(args.seed)
     batches = []
-    for task, d in data.items():
-        rows = list(d.train)
+    if args.mixed_batches:
+        rows = [ex for d in data.values() for ex in d.train]
         rng.shuffle(rows)
-        batches += [(task, rows[i:i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
+        batches = [(None, rows[i:i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
+    else:
+        for task, d in data.items():
+            rows = list(d.train)
+            rng.shuffle(rows)
+            batches += [(task, rows[i:i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
+    dropout = torch.nn.Dropout(args.cls_dropout)
     params = list(encoder.named_parameters()) + list(heads.named_parameters())
     no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n
     optimizer = torch.optim.AdamW([{"params": [p for n, p in params if not no_decay(n)], "weight_decay": 0.01},
@@ -85,11 +98,14 @@ def main() -> None:
     for epoch in range(args.epochs):
         order = list(batches)
         rng.shuffle(order)
-        for k, (task, rows) in enumerate(order):
-            enc = encode(task, rows)
-            cls = encoder(**enc).last_hidden_state[:, 0]
-            labels = torch.tensor([TASKS[task].label_index(ex.label) for ex in rows])
-            loss = torch.nn.functional.cross_entropy(heads[task](cls), labels)
+        for k, (_, batch_rows) in enumerate(order):
+            loss = 0.0
+            for task in dict.fromkeys(ex.task for ex in batch_rows):  # one task, or each task of a mixed batch
+                rows = [ex for ex in batch_rows if ex.task == task]
+                cls = dropout(encoder(**encode(task, rows)).last_hidden_state[:, 0])
+                labels = torch.tensor([TASKS[task].label_index(ex.label) for ex in rows])
+                loss = loss + torch.nn.functional.cross_entropy(heads[task](cls), labels, reduction="sum")
+            loss = loss / len(batch_rows)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
             optimizer.step()
