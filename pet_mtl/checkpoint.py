@@ -97,10 +97,7 @@ def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config
         (tmp / META).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         if train_state is not None:
-            tensors, state = train_state
-            (tmp / "train_state").mkdir()
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "train_state" / "tensors.safetensors")
-            (tmp / "train_state" / "state.json").write_text(json.dumps(state), encoding="utf-8")
+            write_train_state(tmp, *train_state)
 
     return atomic_dir(target, write)
 
@@ -212,6 +209,21 @@ def load_method_state(model, ckpt: Path) -> None:
         raise CheckpointError(path, None, f"method parameters do not match the model: missing {missing[:5]}, "
                               f"unexpected {extra[:5]}, other shape {shapes[:5]}")
     model.load_state_dict(tensors, strict=False)
+
+
+def train_state_tensors(opt: torch.optim.Optimizer, rng_states: list[torch.Tensor]
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of a resumable state (optimizer moments, every rank's RNG state) and the optimizer's JSON part."""
+    tensors, opt_info = optimizer_to_flat(opt)
+    tensors.update({f"rng.torch.{r}": t for r, t in enumerate(rng_states)})
+    return tensors, opt_info
+
+
+def write_train_state(ckpt: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """train_state/ inside a checkpoint being written: tensors as safetensors, the rest as JSON (no pickle)."""
+    (ckpt / "train_state").mkdir()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, ckpt / "train_state" / "tensors.safetensors")
+    (ckpt / "train_state" / "state.json").write_text(json.dumps(state), encoding="utf-8")
 
 
 def load_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -183,31 +183,27 @@ class Pretrainer:
 
     def _save(self, finished: bool) -> None:
         tr = self.cfg.train
-        rng = self.dist.gather(torch.get_rng_state())
-        tensors, opt_info = ckpt_io.optimizer_to_flat(self.optimizer)
-        tensors.update({f"rng.torch.{r}": t for r, t in enumerate(rng)})
-        progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
-        state = {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
-                 "progress": dataclasses.asdict(progress), "corpus": self.corpus.state.to_json(),
-                 "stream": self.stream.state()}
+        keep = not finished or tr.keep_checkpoint  # a finished run keeps no checkpoint-last unless asked to
+        if keep:
+            tensors, opt_info = ckpt_io.train_state_tensors(self.optimizer, self.dist.gather(torch.get_rng_state()))
+            progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
+            state = {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
+                     "progress": dataclasses.asdict(progress), "corpus": self.corpus.state.to_json(),
+                     "stream": self.stream.state()}
         if self.dist.main:
-            config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
+            if keep:
+                config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
 
-            def write(tmp: Path) -> None:
-                self.model.save_pretrained(tmp / "model", safe_serialization=True)
-                self.tokenizer.save_pretrained(tmp / "tokenizer")
-                (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-                (tmp / "train_state").mkdir()
-                from safetensors.torch import save_file
+                def write(tmp: Path) -> None:
+                    self.model.save_pretrained(tmp / "model", safe_serialization=True)
+                    self.tokenizer.save_pretrained(tmp / "tokenizer")
+                    (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+                    ckpt_io.write_train_state(tmp, tensors, state)
 
-                save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "train_state" / "tensors.safetensors")
-                (tmp / "train_state" / "state.json").write_text(json.dumps(state), encoding="utf-8")
-
-            if not finished or tr.keep_checkpoint:
                 ckpt_io.atomic_dir(self.out_dir / "checkpoint-last", write)
             self._export(finished)
             self._write_metrics(finished)
-            if finished and not tr.keep_checkpoint:
+            if not keep:
                 shutil.rmtree(self.out_dir / "checkpoint-last", ignore_errors=True)
         self.dist.barrier()
 

@@ -178,8 +178,7 @@ class Trainer:
         state = None
         if with_state and self.cfg.train.checkpoint_last == "full":
             rng_states = self.dist.gather(torch.get_rng_state())
-            tensors, opt_info = ckpt_io.optimizer_to_flat(self.optimizer)
-            tensors.update({f"rng.torch.{r}": t for r, t in enumerate(rng_states)})
+            tensors, opt_info = ckpt_io.train_state_tensors(self.optimizer, rng_states)
             progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds(),
                                            aux_stream=self.aux.state() if self.aux is not None else self.state.aux_stream)
             state = (tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
