@@ -175,7 +175,8 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False, strict: bool =
 
 
 def method_options(meta: dict[str, Any]) -> MethodOptions:
-    return MethodOptions(**meta.get("method_options", {}))
+    # a checkpoint from before segment ids existed was trained without them: feed it as it was trained
+    return MethodOptions(**{"segment_ids": False, **meta.get("method_options", {})})
 
 
 def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = True):

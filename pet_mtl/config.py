@@ -43,6 +43,10 @@ class ModelConfig:
     strict: bool = True
     #: size of the task embedding that drives conditional LayerNorm (method=cln, pet_cln)
     cln_dim: int = 32
+    #: method=heads, cln: encode OCNLI's premise and hypothesis as a tokenizer pair with token type ids 0/1
+    segment_ids: bool = True
+    #: method=heads, cln: dropout on the [CLS] state before the task heads (0: as a plain classifier does)
+    head_dropout: float = 0.0
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -378,7 +382,8 @@ TRAIN_RANGES = {
     "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.temperature": _above(0),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),
-    "model.cln_dim": _at_least(1), "data.val_size": _above(0), "data.max_train_per_task": _at_least(1, True),
+    "model.cln_dim": _at_least(1), "model.head_dropout": ((lambda v: _finite(v) and 0 <= v < 1), "a number in [0, 1)"),
+    "data.val_size": _above(0), "data.max_train_per_task": _at_least(1, True),
     "data.max_val_per_task": _at_least(1, True), "data.k_per_class": _at_least(1),
     "data.held_out_per_task": _above(0),
 }

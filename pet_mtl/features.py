@@ -115,6 +115,8 @@ class Feature:
     example: int  # index of the example within its task's list (patterns of one example share it)
     #: distillation: the teachers' label distribution (the task's labels, in order) instead of a gold label
     soft: tuple[float, ...] | None = None
+    #: a sentence pair's second segment starts here (token type 1 from it to the end); None: no token type ids
+    second_segment: int | None = None
 
 
 class ClozeFeaturizer:
@@ -261,6 +263,12 @@ def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -
         "task": torch.tensor([f.task for f in features]),
         "labels": torch.tensor([f.label for f in features]),
     }
+    if any(f.second_segment is not None for f in features):  # pairs: token type 1 from the second segment on
+        types = torch.zeros((B, T), dtype=torch.long)
+        for b, f in enumerate(features):
+            if f.second_segment is not None:
+                types[b, f.second_segment: len(f.input_ids)] = 1
+        batch["token_type_ids"] = types
     if any(f.soft is not None for f in features):  # distillation: soft rows carry the teachers' distribution
         K = max(len(f.soft) for f in features if f.soft is not None)
         batch["soft"] = torch.tensor([list(f.soft) + [0.0] * (K - len(f.soft)) if f.soft is not None else [0.0] * K

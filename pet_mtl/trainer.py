@@ -91,7 +91,8 @@ class Trainer:
             self.patterns = load_pattern_set(patterns, cfg.tasks, list(cfg.pattern_roots), cfg.label_scoring)
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
-        self.options = MethodOptions(cln_dim=cfg.model.cln_dim)
+        self.options = MethodOptions(cln_dim=cfg.model.cln_dim, segment_ids=cfg.model.segment_ids,
+                                     head_dropout=cfg.model.head_dropout)
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
                                               cfg.model.max_length, self.options)
         self.model = model.to(self.device)

@@ -156,7 +156,8 @@ def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples)
         assert model.heads[t].weight.grad.abs().sum() > 0
     # oracle: each row's scores are its own head on [CLS] of a plain forward, NEG beyond its labels
     with torch.no_grad():
-        cls = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][:, 0]
+        cls = mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             token_type_ids=batch["token_type_ids"])[0][:, 0]
         for i, t in enumerate(batch["task"].tolist()):
             n = TASKS[featurizer.tasks[t]].num_labels
             assert torch.allclose(scores[i, :n], model.heads[featurizer.tasks[t]](cls[i]), atol=1e-6)
@@ -178,6 +179,38 @@ def test_heads_encode_the_plain_text_as_a_pair_without_pattern(tiny, examples):
     assert f.slot_len == 0 and f.label == TASKS["ocnli"].label_index(ex.label)
     long = TextFeaturizer(tok, list(TASKS), 12).encode([ex])[0]
     assert len(long.input_ids) == 12
+
+
+def test_heads_feed_a_pair_with_the_segment_ids_a_plain_tokenizer_call_gives(tiny, examples):
+    """Oracle: the collated OCNLI batch is exactly `tokenizer(premises, hypotheses, padding=True)` (ids, mask,
+    token types), and the heads' [CLS] state is the plain encoder's on that encoding; one-text tasks and
+    segment_ids=False carry no token types, and an old checkpoint (no segment_ids recorded) is read without them."""
+    from pet_mtl.checkpoint import method_options
+
+    tok, mlm = tiny
+    rows = examples["ocnli"]
+    featurizer, model = build_scorer("heads", tok, mlm, {}, list(TASKS), 20)
+    batch = collate(featurizer.encode(rows), tok.pad_token_id, 1)
+    plain = tok([r.fields["premise"] for r in rows], [r.fields["hypothesis"] for r in rows], padding=True,
+                truncation="longest_first", max_length=20, return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(batch[key], plain[key]), key
+    assert batch["token_type_ids"].sum() > 0
+    model.eval()
+    with torch.no_grad():
+        cls = mlm.base_model(**plain).last_hidden_state[:, 0]
+        t = featurizer.tasks.index("ocnli")
+        expected = model.heads["ocnli"](cls)
+        got = model(**batch)[:, : expected.size(1)]
+        assert torch.allclose(got, expected, atol=1e-5)
+        without = {k: v for k, v in batch.items() if k != "token_type_ids"}
+        assert (model(**without)[:, : expected.size(1)] - got).abs().max() > 1e-4  # the types reached the encoder
+    assert batch["task"].eq(t).all()
+    assert "token_type_ids" not in collate(featurizer.encode(examples["tnews"]), tok.pad_token_id, 1)
+    off, _ = build_scorer("heads", tok, mlm, {}, list(TASKS), 20, MethodOptions(segment_ids=False))
+    assert "token_type_ids" not in collate(off.encode(rows), tok.pad_token_id, 1)
+    assert method_options({"method_options": {"cln_dim": 32}}).segment_ids is False
+    assert method_options({"method_options": {"cln_dim": 32, "segment_ids": True}}).segment_ids is True
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ class BagOfEmbeddings(Scorer):
         return self.classifier(mean).float().masked_fill(~self.label_mask[task], NEG)
 
 
-def bag_featurizer(tokenizer, patterns, tasks, max_length):
+def bag_featurizer(tokenizer, patterns, tasks, max_length, options):
     return TextFeaturizer(tokenizer, tasks, max_length)
 
 

@@ -56,7 +56,7 @@ def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns:
         missing = [t for t in tasks if not patterns.get(t)]
         if missing:
             raise ConfigError(f"method={m.name} needs a pattern for every task; none for {', '.join(missing)}")
-    featurizer = m.featurizer(tokenizer, patterns, list(tasks), max_length)
+    featurizer = m.featurizer(tokenizer, patterns, list(tasks), max_length, options)
     return featurizer, m.scorer(mlm, featurizer, options)
 
 

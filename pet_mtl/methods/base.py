@@ -1,7 +1,7 @@
 """The method contract: what every way of sharing one model across tasks provides, and nothing more.
 
 A method is two factories:
-  featurizer(tokenizer, patterns, tasks, max_length) -> Featurizer   examples -> `Feature`s
+  featurizer(tokenizer, patterns, tasks, max_length, options) -> Featurizer   examples -> `Feature`s
   scorer(mlm, featurizer, options) -> Scorer                        collated batch -> [B, C] label scores
 Everything else (data, sampling, the training loop, evaluation, checkpoints, prediction) is shared and calls only
 these. Scores are logits over the most labels any task has (C); a task's missing labels score NEG, so one
@@ -43,10 +43,16 @@ class Featurizer(Protocol):
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """Method settings that shape parameters, so a checkpoint must record them to rebuild its model."""
+    """Method settings that shape parameters or the input encoding, so a checkpoint must record them to rebuild its
+    model and to feed it at prediction what it saw in training."""
 
     #: size of the task embedding that drives conditional LayerNorm (methods with cln)
     cln_dim: int = 32
+    #: plain-text methods: a two-field task (OCNLI) is a tokenizer pair with token type ids 0/1, as BERT was
+    #: pretrained on pairs; a checkpoint written before this option existed is read with False (what it saw)
+    segment_ids: bool = True
+    #: dropout on the [CLS] state before the task heads, on top of the encoder's own (0: as a plain classifier)
+    head_dropout: float = 0.0
 
 
 class Scorer(nn.Module):
@@ -62,11 +68,15 @@ class Scorer(nn.Module):
         self.mlm = mlm
         self.conditioning: nn.Module | None = None
 
-    def forward(self, input_ids, attention_mask, slot_positions, pattern, task, **_) -> torch.Tensor:
+    def forward(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None,
+                **_) -> torch.Tensor:
+        # token_type_ids reach `scores` only when the featurizer made them, so a scorer of one-segment inputs
+        # need not know about them
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         with self.conditioning.on(task) if self.conditioning is not None else nullcontext():
-            return self.scores(input_ids, attention_mask, slot_positions, pattern, task)
+            return self.scores(input_ids, attention_mask, slot_positions, pattern, task, **segments)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, torch.Tensor]:
@@ -77,7 +87,7 @@ class Scorer(nn.Module):
 
 class FeaturizerFactory(Protocol):
     def __call__(self, tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
-                 max_length: int) -> Featurizer: ...
+                 max_length: int, options: MethodOptions) -> Featurizer: ...
 
 
 class ScorerFactory(Protocol):

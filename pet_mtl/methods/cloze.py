@@ -42,12 +42,13 @@ class ClozeModel(Scorer):
         for name, tensor in verbalizers.items():
             self.register_buffer(name, tensor, persistent=False)
 
-    def slot_logits(self, input_ids, attention_mask, slot_positions) -> torch.Tensor:
+    def slot_logits(self, input_ids, attention_mask, slot_positions, token_type_ids=None) -> torch.Tensor:
         """[B, S, V] vocabulary logits at the slot positions."""
         if self.head is None:
-            logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
+            logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
             return logits.gather(1, slot_positions[..., None].expand(-1, -1, logits.size(-1)))
-        hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                     token_type_ids=token_type_ids).last_hidden_state
         at_slots = hidden.gather(1, slot_positions[..., None].expand(-1, -1, hidden.size(-1)))
         return self.head(at_slots)
 
@@ -64,13 +65,13 @@ class ClozeModel(Scorer):
         scores = torch.where(self.logsumexp[pattern][:, None], lse, mean)
         return scores.masked_fill(~self.label_mask[pattern], NEG)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
-        logp = self.slot_logits(input_ids, attention_mask, slot_positions).float().log_softmax(-1)  # [B, S, V]
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None) -> torch.Tensor:
+        logp = self.slot_logits(input_ids, attention_mask, slot_positions, token_type_ids).float().log_softmax(-1)
         return self.label_scores(logp, pattern)
 
 
 def cloze_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
-                     max_length: int) -> ClozeFeaturizer:
+                     max_length: int, options: MethodOptions) -> ClozeFeaturizer:
     return ClozeFeaturizer(tokenizer, {t: patterns[t] for t in tasks}, max_length)
 
 

@@ -1,7 +1,9 @@
 """The classic multi-task baseline: shared encoder, one linear classifier per task on the [CLS] state (method=heads).
 
-Input is the task's plain text (a sentence pair for OCNLI), no pattern: the model learns which task a row is only
-through which head scores it. Each row is scored by its own task's head alone, so a row's loss reaches only that
+Input is the task's plain text, no pattern: the model learns which task a row is only through which head scores it.
+A two-field task (OCNLI) is the tokenizer's sentence pair, `longest_first` truncation and, unless
+model.segment_ids=false, token type ids 0/1: the encoding BERT was pretrained on, and the one a plain classifier
+uses (without them OCNLI lost 2 points in the parity runs, benchmarks/RESULTS.md). Each row is scored by its own task's head alone, so a row's loss reaches only that
 head (loss masking by task), and the heads of tasks absent from a batch get no gradient at all.
 """
 from __future__ import annotations
@@ -23,9 +25,11 @@ from .base import NEG, Featurizer, Method, MethodOptions, Scorer
 class TextFeaturizer:
     """Examples to `Feature`s of their plain text, one feature per example; no slot (slot_len 0)."""
 
-    def __init__(self, tokenizer, tasks: Sequence[str], max_length: int):
+    def __init__(self, tokenizer, tasks: Sequence[str], max_length: int, segment_ids: bool = True):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        # a tokenizer without token types (RoBERTa's) has none to give
+        self.segment_ids = segment_ids and "token_type_ids" in tokenizer.model_input_names
         self.tasks = list(tasks)
         for t in self.tasks:
             if len(get_task(t).fields) > 2:
@@ -33,33 +37,39 @@ class TextFeaturizer:
 
     def describe(self) -> list[str]:
         return [f"input: each task's plain text ({', '.join(f'{t}: ' + ' + '.join(get_task(t).fields) for t in self.tasks)}"
-                f"), no pattern; truncated to {self.max_length} tokens"]
+                f"), no pattern; truncated to {self.max_length} tokens; pairs "
+                + ("with token type ids 0/1" if self.segment_ids else "without token type ids")]
 
     def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]:
         if not examples:
             return []
         task = get_task(examples[0].task)
         columns = [[clip_fields(ex, self.max_length).fields[f] for ex in examples] for f in task.fields]
-        enc = self.tokenizer(*columns, truncation=True, max_length=self.max_length)
+        pair = self.segment_ids and len(columns) == 2
+        enc = self.tokenizer(*columns, truncation="longest_first", max_length=self.max_length,
+                             return_token_type_ids=pair)
+        starts = [types.index(1) if 1 in types else len(types) for types in enc["token_type_ids"]] if pair else None
         t = self.tasks.index(task.name)
-        return [Feature(tuple(ids), 0, 0, t, t, task.label_index(ex.label) if with_labels and ex.label is not None else -1, i)
+        return [Feature(tuple(ids), 0, 0, t, t, task.label_index(ex.label) if with_labels and ex.label is not None else -1, i,
+                        second_segment=starts[i] if pair else None)
                 for i, (ex, ids) in enumerate(zip(examples, enc["input_ids"]))]
 
 
 class HeadsModel(Scorer):
-    def __init__(self, mlm: nn.Module, tasks: Sequence[str]):
+    def __init__(self, mlm: nn.Module, tasks: Sequence[str], head_dropout: float = 0.0):
         super().__init__(mlm)
         self.tasks = list(tasks)
         config = mlm.config
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(head_dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, get_task(t).num_labels) for t in self.tasks})
         for head in self.heads.values():  # as transformers initialises its classifiers
             nn.init.normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
             nn.init.zeros_(head.bias)
         self.max_labels = max(get_task(t).num_labels for t in self.tasks)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
-        cls = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+    def scores(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None) -> torch.Tensor:
+        cls = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state[:, 0]
         cls = self.dropout(cls)
         out = torch.full((cls.size(0), self.max_labels), NEG, dtype=torch.float32, device=cls.device)
         for t in task.unique().tolist():
@@ -70,12 +80,12 @@ class HeadsModel(Scorer):
 
 
 def text_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
-                    max_length: int) -> TextFeaturizer:
-    return TextFeaturizer(tokenizer, tasks, max_length)
+                    max_length: int, options: MethodOptions) -> TextFeaturizer:
+    return TextFeaturizer(tokenizer, tasks, max_length, options.segment_ids)
 
 
 def heads_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> HeadsModel:
-    return HeadsModel(mlm, featurizer.tasks)
+    return HeadsModel(mlm, featurizer.tasks, options.head_dropout)
 
 
 HEADS = Method("heads", "shared encoder, one classifier per task, loss masked by task", text_featurizer,
