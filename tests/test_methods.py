@@ -144,7 +144,7 @@ def test_cln_needs_layernorms():
 
 def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples):
     tok, mlm = tiny
-    featurizer = TextFeaturizer(tok, list(TASKS), 64)
+    featurizer = TextFeaturizer(tok, list(TASKS), 64, segment_ids=True)
     torch.manual_seed(0)
     model = HeadsModel(mlm, list(TASKS)).eval()
     present = {"ocnli": examples["ocnli"], "tnews": examples["tnews"]}

@@ -25,7 +25,7 @@ from .base import NEG, Featurizer, Method, MethodOptions, Scorer
 class TextFeaturizer:
     """Examples to `Feature`s of their plain text, one feature per example; no slot (slot_len 0)."""
 
-    def __init__(self, tokenizer, tasks: Sequence[str], max_length: int, segment_ids: bool = True):
+    def __init__(self, tokenizer, tasks: Sequence[str], max_length: int, segment_ids: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
         # a tokenizer without token types (RoBERTa's) has none to give

@@ -1,0 +1,44 @@
+"""The parity table of issue 10: `python benchmarks/parity_table.py REF.json RUN_DIR... [--names a,b,...]`.
+
+A row per system, validation macro-F1 per task and mean, and the difference to the first (the plain reference's JSON
+from benchmarks/plain_classifier.py, or a run). A pet_mtl run is read from its metrics.json: the last evaluation
+(one epoch, eval_every=0: the end of training, as the reference is scored), plain argmax (calibration is reported
+apart, by benchmarks/calibration.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TASKS = ("ocnli", "ocemotion", "tnews")
+
+
+def scores(path: Path) -> dict[str, float]:
+    if path.is_file():  # the plain reference
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {t: doc["tasks"][t]["macro_f1"] for t in TASKS}
+    doc = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    if not doc.get("finished"):
+        raise SystemExit(f"{path / 'metrics.json'}: the run has not finished")
+    last = doc["history"][-1]
+    return {t: last["tasks"][t]["macro_f1"] for t in TASKS}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("systems", nargs="+", type=Path)
+    p.add_argument("--names", default=None, help="comma-separated row names (default: the file or folder names)")
+    args = p.parse_args()
+    names = args.names.split(",") if args.names else [s.stem if s.is_file() else s.name for s in args.systems]
+    rows = [(n, scores(s)) for n, s in zip(names, args.systems)]
+    base = sum(rows[0][1].values()) / len(TASKS)
+    print("| system | OCNLI | OCEMOTION | TNEWS | mean | vs " + rows[0][0] + " |")
+    print("|---|---|---|---|---|---|")
+    for name, s in rows:
+        mean = sum(s.values()) / len(TASKS)
+        print(f"| {name} | " + " | ".join(f"{s[t]:.4f}" for t in TASKS) + f" | **{mean:.4f}** | {mean - base:+.4f} |")
+
+
+if __name__ == "__main__":
+    main()
