@@ -55,6 +55,11 @@ def member_weight(folder: Path, by: str) -> float:
     return float(value)
 
 
+def average(log_probs: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """The ensemble's rule: the members' label log-probabilities averaged per row with the given weights."""
+    return sum(w * lp for w, lp in zip(weights, log_probs)) / sum(weights)
+
+
 def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None, by: str = "equal") -> Path:
     if len(folders) < 2:
         raise PetMtlError("an ensemble needs two or more score folders")
@@ -66,7 +71,6 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
         raise PetMtlError(f"no task has a {scores_name('<task>')} in every folder (run predict with save_scores=true)")
     with claimed(out):
         predictions, extra = {}, {}
-        total = sum(weights)
         for task in tasks:
             members = [read_scores(f / scores_name(task), task) for f in folders]
             ids = members[0][0]
@@ -74,7 +78,7 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
                 if other != ids:
                     raise DataError(f / scores_name(task), None, f"ids differ from {folders[0] / scores_name(task)}: "
                                     "the members must have predicted the same input file")
-            mean = sum(w * lp for w, (_, lp) in zip(weights, members)) / total
+            mean = average([lp for _, lp in members], weights)
             labels = get_task(task).labels
             predictions[task] = [(i, labels[p]) for i, p in zip(ids, mean.argmax(-1).tolist())]
             extra[scores_name(task)] = score_lines(task, ids, mean)
