@@ -1,6 +1,7 @@
 """From rendered clozes to token ids: slot-safe truncation, verbalizer token ids, and collation.
 
-The whole rendered text is tokenized at once (so ids equal what a plain `tokenizer(text)` gives: the scoring
+The whole rendered text is tokenized at once (so ids equal what a plain `tokenizer(text)` gives, or
+`tokenizer(a, b)` with its token type ids for a pattern that marks a pair boundary with `{{ sep }}`: the scoring
 oracle depends on it), and offsets tell which tokens came from which field. Truncation then removes tokens
 from the end of the longest field, one at a time, until the sequence fits: pattern text and slot are never cut.
 
@@ -187,8 +188,9 @@ class ClozeFeaturizer:
             t["label_mask"][p, : len(w.ids)] = True
         return t
 
-    def text(self, rendered: Rendered, pattern: int) -> str:
-        return rendered.text(self.tokenizer.mask_token, self.words[pattern].slot_len)
+    def parts(self, rendered: Rendered, pattern: int) -> tuple[str, ...]:
+        """The text, or a pair pattern's two texts, exactly as the tokenizer gets them."""
+        return rendered.parts(self.tokenizer.mask_token, self.words[pattern].slot_len)
 
     def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]:
         """All (example, pattern) features; `examples` must belong to one task, indexed by position."""
@@ -202,15 +204,21 @@ class ClozeFeaturizer:
         pattern = self.patterns[p]
         rendered = pattern.render(clip_fields(ex, self.max_length))
         slot_len = self.words[p].slot_len
-        spans, pos = [], 0  # (start char, segment) for each segment in the joined text
+        spans, pos = [], 0  # start char of each segment in the parts joined (the pair boundary takes no char)
         for seg in rendered.segments:
             spans.append(pos)
             pos += slot_len * len(self.tokenizer.mask_token) if seg.is_slot else len(seg.text)
-        text = self.text(rendered, p)
-        enc = self.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+        parts = self.parts(rendered, p)
+        pair = len(parts) == 2
+        types_wanted = pair and "token_type_ids" in self.tokenizer.model_input_names
+        enc = self.tokenizer(*parts, return_offsets_mapping=True, return_special_tokens_mask=True,
+                             return_token_type_ids=types_wanted)
         ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+        # a pair's second text: its offsets count from its own start, the joined text's from the first's
+        shift = [len(parts[0]) if s == 1 else 0 for s in enc.sequence_ids()] if pair else [0] * len(ids)
         # the segment each content token came from; None for the tokenizer's own specials ([CLS], [SEP])
-        owner = [None if sp else bisect.bisect_right(spans, start) - 1 for (start, _), sp in zip(offsets, special)]
+        owner = [None if sp else bisect.bisect_right(spans, start + d) - 1
+                 for (start, _), sp, d in zip(offsets, special, shift)]
         keep = [True] * len(ids)
         excess = len(ids) - self.max_length
         if excess > 0:
@@ -235,8 +243,12 @@ class ClozeFeaturizer:
         label = -1
         if with_labels and ex.label is not None:
             label = get_task(ex.task).label_index(ex.label)
+        second = None
+        if types_wanted:
+            types = [enc["token_type_ids"][i] for i in kept_idx]
+            second = types.index(1) if 1 in types else len(types)
         return Feature(tuple(kept), slot_tok[0], slot_len, p,
-                       self.tasks.index(ex.task), label, ex_idx)
+                       self.tasks.index(ex.task), label, ex_idx, second_segment=second)
 
 
 def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -> dict[str, torch.Tensor]:

@@ -152,7 +152,7 @@ def preview(args) -> int:
         print(f"\n{task} {ex.id}" + (f" (label {ex.label})" if ex.label else "") + f" from {ex.source}")
         for f in featurizer.encode([ex], with_labels=False):
             pattern = featurizer.patterns[f.pattern]
-            full = len(tokenizer(featurizer.text(pattern.render(ex), f.pattern))["input_ids"])
+            full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.pattern))["input_ids"])
             tokens = tokenizer.convert_ids_to_tokens(list(f.input_ids))
             print(f"  {pattern.name}: {len(tokens)} tokens" + (f" (cut from {full})" if full > len(tokens) else "")
                   + f", slot at {f.slot_start}..{f.slot_start + f.slot_len - 1}")
@@ -248,7 +248,8 @@ def search_verbalizers(args) -> int:
     with torch.inference_mode():
         for start in range(0, len(feats), 64):
             batch = collate(feats[start:start + 64], tokenizer.pad_token_id, 1)
-            logp = model.slot_logits(batch["input_ids"], batch["attention_mask"], batch["slot_positions"]).float()
+            logp = model.slot_logits(batch["input_ids"], batch["attention_mask"], batch["slot_positions"],
+                                     batch.get("token_type_ids")).float()
             logp = logp.log_softmax(-1)  # [B, S, V]
             s = sum(logp[:, i, candidates[:, i]] for i in range(candidates.size(1)))  # [B, M]
             sums.index_add_(0, labels[start:start + 64], s)

@@ -38,6 +38,17 @@ def test_rendering_uses_the_example_fields_and_marks_the_slot():
     assert text == "他在看书？[M][M]，他在学习"
 
 
+def test_a_pair_boundary_splits_the_cloze_into_two_texts():
+    r = tnews("{{ title }}？{{ mask }}{{ sep }}这是新闻。").render(ex("国足赢了"))
+    assert [s.is_sep for s in r.segments] == [False, False, False, True, False]
+    assert r.parts("[MASK]", 2) == ("国足赢了？[MASK][MASK]", "这是新闻。")
+    assert r.text("[MASK]", 2) == "国足赢了？[MASK][MASK]这是新闻。"
+    assert tnews("{{ title }}{{ mask }}").render(ex("好")).parts("[M]", 1) == ("好[M]",)
+    # an empty field still counts as a side: a row with an empty hypothesis is a pair with an empty second text
+    nli = Pattern("ocnli", "p", "{{ premise }}{{ mask }}{{ sep }}{{ hypothesis }}", {"0": "是", "1": "或", "2": "否"})
+    assert nli.render(Example("ocnli", "1", {"premise": "甲", "hypothesis": ""}, None)).parts("[M]", 1) == ("甲[M]", "")
+
+
 def test_text_with_private_use_characters_renders_verbatim():
     title = "表情\ue000\ue001\U000f0000结尾"
     assert tnews("{{ title }}{{ mask }}").render(ex(title)).segments[0].text == title
@@ -75,7 +86,7 @@ def test_every_shipped_template_with_every_verbalizer_is_valid(template, verbali
     task = TASKS[template.parent.name]
     p = load_pattern(task.name, PatternSpec(str(template.relative_to(PATTERNS_ROOT)), verbalizer))
     ast = jinja2.Environment().parse(template.read_text(encoding="utf-8"))
-    assert jinja2.meta.find_undeclared_variables(ast) <= set(task.fields) | {"mask"}
+    assert jinja2.meta.find_undeclared_variables(ast) <= set(task.fields) | {"mask", "sep"}
     fields = {f: f"〔{f}〕" for f in task.fields}
     rendered = p.render(Example(task.name, "1", fields, None))
     assert [s.is_slot for s in rendered.segments].count(True) == 1
@@ -102,6 +113,9 @@ def test_shipped_pattern_names_are_unique():
     ("{{ mask }}{% import 'x.j2' as x %}", 1, "cannot include, import or extend"),
     ("{{ mask }}\n{{ cycler.__init__.__globals__ }}", 2, "unknown variable 'cycler'"),
     ("{{ mask(0) }}{{ title }}", 1, "mask(n) needs an integer"),
+    ("{{ title }}{{ sep }}{{ mask }}{{ sep }}好", None, "one pair boundary; rendered 2"),
+    ("{{ sep }}{{ title }}{{ mask }}", None, "must have text on both sides"),
+    ("{{ title }}{{ mask }}{{ sep }}  ", None, "must have text on both sides"),
 ])
 def test_broken_templates_fail_at_load_with_path_and_line(source, line, needle):
     with pytest.raises(PatternError) as e:

@@ -49,12 +49,14 @@ CASES = [
 ]
 
 
-def oracle_scores(model_dir, text: str, words: dict, slot_len: int, rule: str, aggregate: str) -> list[float]:
-    """Independent of pet_mtl's features/model code: tokenize the text, full forward, read the mask positions, and
-    score each label's word(s) by the documented rule, combining several words as documented."""
+def oracle_scores(model_dir, text: str | tuple[str, str], words: dict, slot_len: int, rule: str,
+                  aggregate: str) -> list[float]:
+    """Independent of pet_mtl's features/model code: tokenize the text (or the pair, with its token type ids), full
+    forward, read the mask positions, and score each label's word(s) by the documented rule, combining several words
+    as documented."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     mlm = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
-    enc = tok(text, return_tensors="pt")
+    enc = tok(*([text] if isinstance(text, str) else text), return_tensors="pt")
     with torch.no_grad():
         logp = mlm(**enc).logits[0].log_softmax(-1)
     positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
@@ -114,6 +116,34 @@ def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny, rule, aggregate)
         expected = oracle_scores(tiny_dir, text, words, slot_len, rule, aggregate)
         assert torch.allclose(ours[row, : len(words)], torch.tensor(expected), atol=1e-4), text
         assert (ours[row, len(words):] <= -1e8).all()  # labels the task lacks never win
+
+
+PAIR = "{{ premise }}？{{ mask }}，{{ sep }}{{ hypothesis }}"
+# (fields, the exact pair the model must see): the pair's specials take 7 of the 20 tokens, so the long case keeps
+# 13 field tokens, cut from the longer field first and then in turn
+PAIR_CASES = [
+    ({"premise": "他在看书", "hypothesis": "他在学习"}, ("他在看书？[MASK][MASK]，", "他在学习")),
+    ({"premise": "甲" * 30, "hypothesis": "乙" * 10}, ("甲" * 6 + "？[MASK][MASK]，", "乙" * 7)),
+]
+
+
+def test_a_pair_pattern_scores_equal_a_plain_masked_lm_forward_of_the_pair(tiny_dir, tiny):
+    tok, mlm = tiny
+    words = {"0": "是的", "1": "可能", "2": "不是"}
+    enc = ClozeFeaturizer(tok, {"ocnli": [Pattern("ocnli", "pair", PAIR, words, origin="pair.j2")]}, MAX_LENGTH)
+    model = ClozeModel(mlm, enc.label_tensors()).eval()
+    feats = [enc.encode([Example("ocnli", str(i), fields, None)], with_labels=False)[0]
+             for i, (fields, _) in enumerate(PAIR_CASES)]
+    batch = collate(feats, tok.pad_token_id, 1)
+    assert batch["token_type_ids"].sum() > 0
+    ours = score_features(model, feats, batch_size=2, pad_id=tok.pad_token_id, pad_to_multiple_of=8,
+                          precision="fp32", device=torch.device("cpu"))
+    for row, (f, (_, pair)) in enumerate(zip(feats, PAIR_CASES)):
+        plain = tok(*pair)
+        assert list(f.input_ids) == plain["input_ids"], (pair, tok.decode(list(f.input_ids)))
+        assert batch["token_type_ids"][row, : len(f.input_ids)].tolist() == plain["token_type_ids"]
+        expected = oracle_scores(tiny_dir, pair, words, 2, "word", "logsumexp")
+        assert torch.allclose(ours[row, :3], torch.tensor(expected), atol=1e-4), pair
 
 
 def test_full_forward_fallback_gives_the_same_scores(tiny):

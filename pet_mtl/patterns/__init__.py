@@ -1,7 +1,9 @@
 """Patterns as data: Jinja templates that turn an example into a cloze, plus verbalizers (label -> word).
 
 A template sees the example's fields by name and marks the cloze slot with `{{ mask }}` (slot length = the
-longest verbalizer's token count) or `{{ mask(n) }}` (a fixed length n). Templates are untrusted input: they
+longest verbalizer's token count) or `{{ mask(n) }}` (a fixed length n), and may mark one pair boundary with
+`{{ sep }}`: the text before and after it are then encoded as the tokenizer's sentence pair (`[CLS] a [SEP] b [SEP]`,
+token type ids 0/1), as BERT saw premise/hypothesis pairs in pretraining. Templates are untrusted input: they
 are compiled in Jinja's immutable sandbox with no globals, no loader (so no include/import/extends) and
 undefined variables as errors, and are validated when loaded (parses, only the task's fields, exactly one
 slot, a word for every label), so a broken pattern fails before any model is built.
@@ -48,9 +50,10 @@ class _Markers:
 
     def __init__(self, base: int):
         self.base = base
-        self.slot, self.open, self.close = chr(base), chr(base + 1), chr(base + 2)
+        self.slot, self.open, self.close, self.sep = chr(base), chr(base + 1), chr(base + 2), chr(base + 3)
         lo, hi = chr(base + 0x100), chr(base + _MARKER_BLOCK - 1)
-        self.segments = re.compile(f"{self.slot}(\\d*){self.slot}|{self.open}([{lo}-{hi}])(.*?){self.close}", re.S)
+        self.segments = re.compile(f"{self.sep}|{self.slot}(\\d*){self.slot}|{self.open}([{lo}-{hi}])(.*?){self.close}",
+                                   re.S)
         self.any = re.compile(f"[{chr(base)}-{hi}]")
 
     def field(self, i: int) -> str:
@@ -80,11 +83,12 @@ def _free_markers(example: Example) -> _Markers:
 
 @dataclass(frozen=True)
 class Segment:
-    """A piece of rendered cloze text: pattern text (field None), a field's text, or the slot."""
+    """A piece of rendered cloze text: pattern text (field None), a field's text, the slot, or the pair boundary."""
 
     text: str
     field: str | None = None
     is_slot: bool = False
+    is_sep: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,19 @@ class Rendered:
     #: slot length written in the template (`mask(n)`), None for "longest verbalizer"
     declared_slot: int | None
 
+    def parts(self, mask_token: str, slot_len: int) -> tuple[str, ...]:
+        """What a user (or an oracle) would feed to a masked LM: one text, or a pair's two (`{{ sep }}`)."""
+        out = [""]
+        for s in self.segments:
+            if s.is_sep:
+                out.append("")
+            else:
+                out[-1] += mask_token * slot_len if s.is_slot else s.text
+        return tuple(out)
+
     def text(self, mask_token: str, slot_len: int) -> str:
-        """The plain text a user (or an oracle) would feed to a masked LM."""
-        return "".join(mask_token * slot_len if s.is_slot else s.text for s in self.segments)
+        """The parts as one string (for display; a pair pattern's model input is `parts`)."""
+        return "".join(self.parts(mask_token, slot_len))
 
 
 class _Mask:
@@ -249,12 +263,12 @@ class Pattern:
         except TemplateSyntaxError as e:
             raise PatternError(origin, e.lineno, f"template does not parse: {e.message}") from None
         _check_budget(ast, origin)
-        allowed = set(task.fields) | {"mask"}
+        allowed = set(task.fields) | {"mask", "sep"}
         unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
         if unknown:
             line = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == unknown[0]), None)
             raise PatternError(origin, line, f"unknown variable {unknown[0]!r}; a {task.name} template may use "
-                               f"{', '.join(task.fields)} and mask")
+                               f"{', '.join(task.fields)}, mask and sep")
         if "mask" not in meta.find_undeclared_variables(ast):
             raise PatternError(origin, None, "the template has no cloze slot: write {{ mask }} where the label word goes")
         try:
@@ -304,7 +318,7 @@ class Pattern:
         mk = _free_markers(example)
         ctx = {f: f"{mk.open}{mk.field(i)}{example.fields[f]}{mk.close}" for i, f in enumerate(task.fields)}
         try:
-            out = self._template.render(mask=_Mask(mk.slot), **ctx)
+            out = self._template.render(mask=_Mask(mk.slot), sep=mk.sep, **ctx)
             _check_size("the template", len(out))
         except SecurityError as e:
             raise PatternError(origin, _error_line(e, origin), f"refused by the sandbox: {e}") from None
@@ -316,7 +330,9 @@ class Pattern:
         for m in mk.segments.finditer(out):
             if m.start() > pos:
                 segments.append(Segment(out[pos:m.start()]))
-            if m.group(2) is not None:
+            if m.group(0) == mk.sep:
+                segments.append(Segment("", is_sep=True))
+            elif m.group(2) is not None:
                 segments.append(Segment(m.group(3), field=task.fields[mk.field_index(m.group(2))]))
             else:
                 declared.append(int(m.group(1)) if m.group(1) else None)
@@ -327,6 +343,13 @@ class Pattern:
         if len(declared) != 1:
             raise PatternError(origin, None, f"a pattern must render exactly one cloze slot; rendered {len(declared)}"
                                f" for example {example.id}")
+        seps = [i for i, s in enumerate(segments) if s.is_sep]
+        if len(seps) > 1:
+            raise PatternError(origin, None, f"a pattern may mark one pair boundary; rendered {len(seps)} {{{{ sep }}}}"
+                               f" for example {example.id}")
+        if seps and not all(any(s.text.strip() or s.is_slot or s.field is not None for s in side)
+                            for side in (segments[:seps[0]], segments[seps[0] + 1:])):
+            raise PatternError(origin, None, f"{{{{ sep }}}} must have text on both sides (example {example.id})")
         stray = [s.text for s in segments if mk.any.search(s.text)]
         if stray:
             raise PatternError(origin, None, "a filter cut into a field's markers; apply filters to whole fields only")
