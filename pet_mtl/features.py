@@ -97,6 +97,16 @@ def label_words(pattern: Pattern, tokenizer) -> LabelWords:
 CHARS_PER_TOKEN = 32
 
 
+def has_token_types(tokenizer) -> bool:
+    """Whether the tokenizer gives token type ids for a pair (BERT's do; RoBERTa's have none to give)."""
+    return "token_type_ids" in tokenizer.model_input_names
+
+
+def second_segment(types: Sequence[int]) -> int:
+    """Where a pair's token type 1 begins (`Feature.second_segment`); the end when the second text was cut away."""
+    return types.index(1) if 1 in types else len(types)
+
+
 def clip_fields(example: Example, max_length: int) -> Example:
     """The example with each field cut to max_length * CHARS_PER_TOKEN characters (see the module docstring)."""
     limit = max_length * CHARS_PER_TOKEN
@@ -210,7 +220,7 @@ class ClozeFeaturizer:
             pos += slot_len * len(self.tokenizer.mask_token) if seg.is_slot else len(seg.text)
         parts = self.parts(rendered, p)
         pair = len(parts) == 2
-        types_wanted = pair and "token_type_ids" in self.tokenizer.model_input_names
+        types_wanted = pair and has_token_types(self.tokenizer)
         enc = self.tokenizer(*parts, return_offsets_mapping=True, return_special_tokens_mask=True,
                              return_token_type_ids=types_wanted)
         ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
@@ -243,10 +253,7 @@ class ClozeFeaturizer:
         label = -1
         if with_labels and ex.label is not None:
             label = get_task(ex.task).label_index(ex.label)
-        second = None
-        if types_wanted:
-            types = [enc["token_type_ids"][i] for i in kept_idx]
-            second = types.index(1) if 1 in types else len(types)
+        second = second_segment([enc["token_type_ids"][i] for i in kept_idx]) if types_wanted else None
         return Feature(tuple(kept), slot_tok[0], slot_len, p,
                        self.tasks.index(ex.task), label, ex_idx, second_segment=second)
 

@@ -3,8 +3,9 @@
 Input is the task's plain text, no pattern: the model learns which task a row is only through which head scores it.
 A two-field task (OCNLI) is the tokenizer's sentence pair, `longest_first` truncation and, unless
 model.segment_ids=false, token type ids 0/1: the encoding BERT was pretrained on, and the one a plain classifier
-uses (without them OCNLI lost 2 points in the parity runs, benchmarks/RESULTS.md). Each row is scored by its own task's head alone, so a row's loss reaches only that
-head (loss masking by task), and the heads of tasks absent from a batch get no gradient at all.
+uses (without them OCNLI lost 2 points in the parity runs, benchmarks/RESULTS.md). Each row is scored by its own
+task's head alone, so a row's loss reaches only that head (loss masking by task), and the heads of tasks absent
+from a batch get no gradient at all.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from ..data import Example
 from ..errors import ConfigError
-from ..features import Feature, clip_fields
+from ..features import Feature, clip_fields, has_token_types, second_segment
 from ..patterns import Pattern
 from ..tasks import get_task
 from .base import NEG, Featurizer, Method, MethodOptions, Scorer
@@ -28,8 +29,7 @@ class TextFeaturizer:
     def __init__(self, tokenizer, tasks: Sequence[str], max_length: int, segment_ids: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
-        # a tokenizer without token types (RoBERTa's) has none to give
-        self.segment_ids = segment_ids and "token_type_ids" in tokenizer.model_input_names
+        self.segment_ids = segment_ids and has_token_types(tokenizer)
         self.tasks = list(tasks)
         for t in self.tasks:
             if len(get_task(t).fields) > 2:
@@ -48,7 +48,7 @@ class TextFeaturizer:
         pair = self.segment_ids and len(columns) == 2
         enc = self.tokenizer(*columns, truncation="longest_first", max_length=self.max_length,
                              return_token_type_ids=pair)
-        starts = [types.index(1) if 1 in types else len(types) for types in enc["token_type_ids"]] if pair else None
+        starts = [second_segment(types) for types in enc["token_type_ids"]] if pair else None
         t = self.tasks.index(task.name)
         return [Feature(tuple(ids), 0, 0, t, t, task.label_index(ex.label) if with_labels and ex.label is not None else -1, i,
                         second_segment=starts[i] if pair else None)
