@@ -11,23 +11,19 @@ the untrained masked LM through the run's patterns, where contextual calibration
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout this script sits in
+import torch
+from finished_run import config, predictor
 
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from pet_mtl import calibration  # noqa: E402
-from pet_mtl.backbone import load_pretrained  # noqa: E402
-from pet_mtl.checkpoint import load_scorer  # noqa: E402
-from pet_mtl.data import Example  # noqa: E402
-from pet_mtl.inference import Predictor  # noqa: E402
-from pet_mtl.methods import build_scorer  # noqa: E402
-from pet_mtl.regimes import load_task_data  # noqa: E402
-from pet_mtl.tasks import get_task  # noqa: E402
+from pet_mtl import calibration
+from pet_mtl.backbone import load_pretrained
+from pet_mtl.data import Example
+from pet_mtl.inference import Predictor
+from pet_mtl.methods import build_scorer
+from pet_mtl.regimes import load_task_data
+from pet_mtl.tasks import get_task
 
 CONTENT_FREE = ["N/A", "无", "[MASK]"]
 
@@ -59,17 +55,16 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--zero-shot", help="also the untrained masked LM at this path, through the run's patterns")
     args = ap.parse_args()
-    cfg = OmegaConf.load(args.run / ".hydra" / "config.yaml")
-    data = load_task_data(cfg)
+    data = load_task_data(config(args.run))
     head = ["| task | validation rows | argmax | fitted biases (cross-fitted) | logit adjustment | contextual |",
             "|---|---|---|---|---|---|"]
-    _, _, featurizer, model = load_scorer(args.run / "checkpoint-best")
-    print(f"trained: {args.run / 'checkpoint-best'}", *head, *rules(Predictor(featurizer, model.eval()), data), sep="\n")
+    print(f"trained: {args.run / 'checkpoint-best'}", *head, *rules(predictor(args.run), data), sep="\n")
     if args.zero_shot:
-        _, meta, _, _ = load_scorer(args.run / "checkpoint-best")
-        tokenizer, mlm = load_pretrained(args.zero_shot)
+        from pet_mtl.checkpoint import load_scorer
         from pet_mtl.patterns import Pattern
 
+        _, meta, _, _ = load_scorer(args.run / "checkpoint-best")
+        tokenizer, mlm = load_pretrained(args.zero_shot)
         patterns = {t: [Pattern.from_dict(d, "run") for d in meta["patterns"] if d["task"] == t] for t in meta["tasks"]}
         f, m = build_scorer("pet", tokenizer, mlm, patterns, list(meta["tasks"]), meta["max_length"])
         print(f"\nzero-shot: {args.zero_shot}", *head, *rules(Predictor(f, m.eval()), data), sep="\n")
