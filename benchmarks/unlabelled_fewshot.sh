@@ -57,6 +57,4 @@ for s in $SPLITS; do
       distill.max_rows_per_task="$DISTILL_ROWS" hydra.run.dir="$dir"
   fi
 done
-for sys in "$OUT"/*/; do  # a row per system over every split and seed it has
-  python -m pet_mtl.report "$sys" --over seed,data.fewclue_split --out "$sys/report" >/dev/null 2>&1 || true
-done
+python benchmarks/unlabelled_table.py "$OUT" | tee "$OUT/table.md"  # a row per system, paired with heads per cell
