@@ -182,30 +182,35 @@ class Pretrainer:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def _save(self, finished: bool) -> None:
-        tr = self.cfg.train
-        keep = not finished or tr.keep_checkpoint  # a finished run keeps no checkpoint-last unless asked to
+        keep = not finished or self.cfg.train.keep_checkpoint  # a finished run keeps no checkpoint-last unless asked
         if keep:
-            tensors, opt_info = ckpt_io.train_state_tensors(self.optimizer, self.dist.gather(torch.get_rng_state()))
-            progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
-            state = {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
-                     "progress": dataclasses.asdict(progress), "corpus": self.corpus.state.to_json(),
-                     "stream": self.stream.state()}
+            self._save_last()
         if self.dist.main:
-            if keep:
-                config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
-
-                def write(tmp: Path) -> None:
-                    self.model.save_pretrained(tmp / "model", safe_serialization=True)
-                    self.tokenizer.save_pretrained(tmp / "tokenizer")
-                    (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-                    ckpt_io.write_train_state(tmp, tensors, state)
-
-                ckpt_io.atomic_dir(self.out_dir / "checkpoint-last", write)
             self._export(finished)
             self._write_metrics(finished)
             if not keep:
                 shutil.rmtree(self.out_dir / "checkpoint-last", ignore_errors=True)
         self.dist.barrier()
+
+    def _save_last(self) -> None:
+        """checkpoint-last, what resume reads. Every rank calls it (the RNG states are gathered); the main one
+        writes it, atomically."""
+        tensors, opt_info = ckpt_io.train_state_tensors(self.optimizer, self.dist.gather(torch.get_rng_state()))
+        if not self.dist.main:
+            return
+        progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
+        state = {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
+                 "progress": dataclasses.asdict(progress), "corpus": self.corpus.state.to_json(),
+                 "stream": self.stream.state()}
+        config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
+
+        def write(tmp: Path) -> None:
+            self.model.save_pretrained(tmp / "model", safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+            ckpt_io.write_train_state(tmp, tensors, state)
+
+        ckpt_io.atomic_dir(self.out_dir / "checkpoint-last", write)
 
     def _export(self, finished: bool) -> None:
         """The model at out_dir's top: tokenizer files and config first (they never change during a run), the
