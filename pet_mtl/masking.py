@@ -282,3 +282,9 @@ class MaskedLM(torch.nn.Module):
             return self.mlm(**inputs).logits[where], labels[where]
         encoder, head = self._parts
         return head(encoder(**inputs).last_hidden_state[where]), labels[where]
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over MaskedLM's masked positions, in fp32 whatever autocast produced the logits (a 21,128-way
+    softmax in bf16 loses the small probabilities the loss is made of)."""
+    return torch.nn.functional.cross_entropy(logits.float(), labels, reduction=reduction)

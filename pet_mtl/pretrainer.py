@@ -38,7 +38,7 @@ from .corpus import Corpus, CorpusState, build_sources, competition_rows_to_skip
 from .distributed import Dist
 from .errors import ConfigError, TrainingError
 from .inference import autocast
-from .masking import MaskedLM, Masking, MaskedStream
+from .masking import MaskedLM, Masking, MaskedStream, masked_lm_loss
 from .optim import build_optimizer, warmup_linear
 
 log = logging.getLogger("pet_mtl")
@@ -160,7 +160,7 @@ class Pretrainer:
                 b = {k: v.to(self.device) for k, v in b.items()}
                 with autocast(self.device, self.cfg.train.precision):
                     logits, labels = self.masked_lm(**b)
-                loss_sum += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
+                loss_sum += masked_lm_loss(logits, labels, reduction="sum").item()
                 n += len(labels)
             result[entry] = {"loss": loss_sum / n, "pseudo_perplexity": math.exp(loss_sum / n), "masked_tokens": n}
             total_loss, total_n = total_loss + loss_sum, total_n + n
@@ -303,7 +303,7 @@ class Pretrainer:
             with sync:
                 with autocast(self.device, tr.precision):
                     logits, labels = self.ddp(**batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                loss = masked_lm_loss(logits, labels)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the masked-LM loss became {loss.item()} at step {self.state.step + 1}; "
                                         "nothing of this step was saved. Lower train.lr or use train.precision=fp32")

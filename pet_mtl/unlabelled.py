@@ -24,7 +24,7 @@ import torch
 from .corpus import Corpus, FileSource, _entry_files, _kind_of
 from .errors import ConfigError
 from .inference import autocast
-from .masking import MaskedLM, Masking, MaskedStream
+from .masking import MaskedLM, Masking, MaskedStream, masked_lm_loss
 from .regimes import TaskData
 from .resources import data_dir
 from .tasks import TEST_SPLITS, get_task, test_file
@@ -87,7 +87,7 @@ class AuxiliaryMLM:
         batch = {k: v.to(device) for k, v in self.stream.batch(self.batch_size).items()}
         with autocast(device, self.precision):
             logits, labels = self.masked_lm(**batch)
-        return torch.nn.functional.cross_entropy(logits.float(), labels)
+        return masked_lm_loss(logits, labels)
 
     def state(self) -> dict[str, Any]:
         return {"corpus": self.corpus.state.to_json(), "stream": self.stream.state()}
