@@ -1,15 +1,17 @@
-"""Issue 12's few-shot table: `python benchmarks/unlabelled_table.py OUT_DIR` after benchmarks/unlabelled_fewshot.sh.
+"""Issue 12's few-shot table: `python benchmarks/unlabelled_table.py OUT_DIR [--csv FILE]` after unlabelled_fewshot.sh.
 
 A row per system, held-out macro-F1 (checkpoint-best, plain argmax, as metrics.json's `held_out`) per task and mean,
 mean ± sample std over the (split, seed) cells the system has, and the paired difference to `heads` on those same
 cells (the fair comparison: the cells differ in difficulty far more than the systems do). The pattern ensemble is
 not one model, so it is computed here: the three pattern models of each cell (pet, pet_alt, pet_both) score the
 held-out rows and their label log-probabilities are averaged by validation score (pet_mtl.ensemble's rule), cached
-in OUT_DIR/pattern_ensemble.json. iPET ran at seed 1 only; its rows are paired with heads at seed 1.
+in OUT_DIR/pattern_ensemble.json. iPET ran at seed 1 only; its rows are paired with heads at seed 1. --csv writes
+every run's scores (system, cell, per task), the table's raw material.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import statistics
@@ -65,6 +67,7 @@ def _pm(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
+    ap.add_argument("--csv", type=Path, help="also every run's held-out macro-F1, a line per system and cell")
     args = ap.parse_args()
     cache_file = args.out / "pattern_ensemble.json"
     cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
@@ -76,6 +79,14 @@ def main() -> None:
                     {c: pattern_ensemble(args.out, c, cache) for c in heads}))
     for name, where in SYSTEMS[5:]:
         results.append((name, {c: held_out(args.out / where.format(cell=c)) for c in heads}))
+    if args.csv:
+        with args.csv.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["system", "cell", *TASKS, "mean"])
+            for name, by_cell in results:
+                for c, s in by_cell.items():
+                    if s:
+                        w.writerow([name, c, *(f"{s[t]:.4f}" for t in TASKS), f"{statistics.fmean(s.values()):.4f}"])
     print("| system | OCNLI | OCEMOTION | TNEWS | mean | vs heads (paired) | n (split, seed) |")
     print("|---|---|---|---|---|---|---|")
     for name, by_cell in results:
