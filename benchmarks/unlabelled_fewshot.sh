@@ -57,4 +57,4 @@ for s in $SPLITS; do
       distill.max_rows_per_task="$DISTILL_ROWS" hydra.run.dir="$dir"
   fi
 done
-python benchmarks/unlabelled_table.py "$OUT" | tee "$OUT/table.md"  # a row per system, paired with heads per cell
+python benchmarks/unlabelled_table.py "$OUT" --csv "$OUT/runs.csv" | tee "$OUT/table.md"  # a row per system, paired with heads per cell
