@@ -9,7 +9,7 @@
 #   pet_mlm                pet + the auxiliary MLM loss on the unlabelled rows (train.mlm_weight=$MLM_WEIGHT)
 #   pet_alt, pet_both      the other pattern models: patterns=alt, patterns=ensemble (both patterns in one model)
 #   student_pet/_heads     distilled from the 3 pattern models (pet, pet_alt, pet_both) on the unlabelled rows
-#   ipet (--ipet, seed 1)  python -m pet_mtl.ipet, the 3 pattern variants, 2 generations, then a pet student
+#   ipet (--ipet)          python -m pet_mtl.ipet, the 3 pattern variants, 2 generations, then a pet student
 # Unlabelled rows: each task's test files A and B, plus FewCLUE's TNEWS unlabeled.json; the teachers label at most
 # $DISTILL_ROWS of them per task (a seeded sample).
 set -euo pipefail
@@ -45,16 +45,18 @@ for s in $SPLITS; do
     done
   done
   if [ "$IPET" = "--ipet" ]; then
-    dir="$OUT/ipet/split$s-seed1"
-    # Generation 0 is exactly pet, pet_alt and pet_both at seed 1 (same overrides; the smoke run gave identical
-    # held-out scores): hard-link those finished runs in rather than train them again. ipet keeps finished runs.
-    j=0; for v in pet pet_alt pet_both; do
-      [ -e "$dir/gen0/model$j" ] || { mkdir -p "$dir/gen0"; cp -al "$OUT/$v/split$s-seed1" "$dir/gen0/model$j"; }
-      j=$((j + 1))
+    for k in $SEEDS; do
+      dir="$OUT/ipet/split$s-seed$k"
+      # Generation 0 is exactly pet, pet_alt and pet_both at this seed (same overrides; a smoke run gave identical
+      # held-out scores): hard-link those finished runs in rather than train them again. ipet keeps finished runs.
+      j=0; for v in pet pet_alt pet_both; do
+        [ -e "$dir/gen0/model$j" ] || { mkdir -p "$dir/gen0"; cp -al "$OUT/$v/split$s-seed$k" "$dir/gen0/model$j"; }
+        j=$((j + 1))
+      done
+      done_ "$dir/student" || python -m pet_mtl.ipet "${budget[@]}" data.fewclue_split="$s" seed="$k" "${unlabelled[@]}" \
+        'ipet.variants=["patterns=default","patterns=alt","patterns=ensemble"]' ipet.generations=2 \
+        distill.max_rows_per_task="$DISTILL_ROWS" hydra.run.dir="$dir"
     done
-    done_ "$dir/student" || python -m pet_mtl.ipet "${budget[@]}" data.fewclue_split="$s" seed=1 "${unlabelled[@]}" \
-      'ipet.variants=["patterns=default","patterns=alt","patterns=ensemble"]' ipet.generations=2 \
-      distill.max_rows_per_task="$DISTILL_ROWS" hydra.run.dir="$dir"
   fi
 done
 python benchmarks/unlabelled_table.py "$OUT" --csv "$OUT/runs.csv" | tee "$OUT/table.md"  # a row per system, paired with heads per cell
