@@ -5,7 +5,7 @@ mean ± sample std over the (split, seed) cells the system has, and the paired d
 cells (the fair comparison: the cells differ in difficulty far more than the systems do). The pattern ensemble is
 not one model, so it is computed here: the three pattern models of each cell (pet, pet_alt, pet_both) score the
 held-out rows and their label log-probabilities are averaged by validation score (pet_mtl.ensemble's rule), cached
-in OUT_DIR/pattern_ensemble.json. iPET ran at seed 1 only; its rows are paired with heads at seed 1. --csv writes
+in OUT_DIR/pattern_ensemble.json. A system missing from some cells is paired with heads on its own cells. --csv writes
 every run's scores (system, cell, per task), the table's raw material.
 """
 from __future__ import annotations
