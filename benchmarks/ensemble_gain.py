@@ -3,19 +3,20 @@
     python benchmarks/ensemble_gain.py RUN_DIR RUN_DIR [RUN_DIR ...] [--weight-by equal|validation] [--rows held_out]
 
 The runs must share their data config (the same validation rows: checked). Each run's checkpoint-best scores the
-validation rows (or, `--rows held_out`, the few-shot regime's held-out set) once (plain argmax, no calibration); the ensemble is pet_mtl.ensemble's rule (the members' label
-log-probabilities averaged per row, equally or by validation score); printed: per task and mean, each member's
+validation rows (or, `--rows held_out`, the few-shot regime's held-out set) once (plain argmax, no calibration);
+the ensemble is pet_mtl.ensemble's rule (the members' label log-probabilities averaged per row, equally or by
+validation score, read as distillation reads its teachers'); printed: per task and mean, each member's
 macro-F1 and the ensemble's, as a markdown table.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from finished_run import config, gold, log_probs, rows
 
 from pet_mtl import calibration
+from pet_mtl.distillation import teacher_weights
 from pet_mtl.ensemble import average
 from pet_mtl.tasks import get_task
 
@@ -34,8 +35,7 @@ def ensemble_of(runs: list[Path], which: str = "val", weight_by: str = "equal") 
             raise SystemExit(f"{r}: its data config differs from {runs[0]}'s (different rows)")
     examples = rows(runs[0], which)
     members = [log_probs(r, examples) for r in runs]
-    weights = ([json.loads((r / "metrics.json").read_text())["best"]["score"] for r in runs]
-               if weight_by == "validation" else [1.0] * len(runs))
+    weights = teacher_weights([str(r) for r in runs], weight_by == "validation")
     return members, {t: average([m[t] for m in members], weights) for t in examples}, gold(examples)
 
 
@@ -46,7 +46,8 @@ def main() -> None:
     ap.add_argument("--rows", choices=["val", "held_out"], default="val")
     args = ap.parse_args()
     members, combined, truth = ensemble_of(args.runs, args.rows, args.weight_by)
-    named = [(f"{r.parent.name}/{r.name}", m) for r, m in zip(args.runs, members)] + [(f"ensemble of {len(members)} ({args.weight_by})", combined)]
+    named = [(f"{r.parent.name}/{r.name}", m) for r, m in zip(args.runs, members)]
+    named.append((f"ensemble of {len(members)} ({args.weight_by})", combined))
     tasks = list(combined)
     print("| system | " + " | ".join(t.upper() for t in tasks) + " | mean |")
     print("|---|" + "---|" * (len(tasks) + 1))

@@ -19,14 +19,17 @@ from pathlib import Path
 
 from ensemble_gain import ensemble_of, macro_f1s
 
+from pet_mtl.checkpoint import atomic_write_text
+
 TASKS = ("ocnli", "ocemotion", "tnews")
 TEACHERS = ("pet", "pet_alt", "pet_both")
-SYSTEMS = (  # (row name, run folder below a cell, relative to OUT_DIR with {cell} for split<s>-seed<k>)
+SYSTEMS = (  # (row name, run folder relative to OUT_DIR with {cell} for split<s>-seed<k>; None: the ensemble)
     ("heads", "heads/{cell}"),
     ("pet", "pet/{cell}"),
     ("pet + aux MLM", "pet_mlm/{cell}"),
     ("pet, patterns=alt", "pet_alt/{cell}"),
     ("pet, patterns=ensemble (both in one model)", "pet_both/{cell}"),
+    ("ensemble of the 3 pattern models (3 models, not 1)", None),
     ("student: heads", "student_heads/{cell}"),
     ("student: pet", "student_pet/{cell}"),
     ("iPET generation 1, model 0 (default patterns)", "ipet/{cell}/gen1/model0"),
@@ -55,7 +58,7 @@ def pattern_ensemble(out: Path, cell: str, cache: dict) -> dict[str, float] | No
             return None
         _, combined, truth = ensemble_of(runs, "held_out", "validation")
         cache[cell] = macro_f1s(combined, truth)
-        (out / "pattern_ensemble.json").write_text(json.dumps(cache, indent=1), encoding="utf-8")
+        atomic_write_text(out / "pattern_ensemble.json", json.dumps(cache, indent=1))
     return cache[cell]
 
 
@@ -72,13 +75,8 @@ def main() -> None:
     cache_file = args.out / "pattern_ensemble.json"
     cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
     heads = {c: held_out(args.out / "heads" / c) for c in cells(args.out)}
-    results = []
-    for name, where in SYSTEMS[:5]:
-        results.append((name, {c: held_out(args.out / where.format(cell=c)) for c in heads}))
-    results.append(("ensemble of the 3 pattern models (3 models, not 1)",
-                    {c: pattern_ensemble(args.out, c, cache) for c in heads}))
-    for name, where in SYSTEMS[5:]:
-        results.append((name, {c: held_out(args.out / where.format(cell=c)) for c in heads}))
+    results = [(name, {c: held_out(args.out / where.format(cell=c)) if where else pattern_ensemble(args.out, c, cache)
+                       for c in heads}) for name, where in SYSTEMS]
     if args.csv:
         with args.csv.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
