@@ -60,10 +60,10 @@ def main() -> None:
             "|---|---|---|---|---|---|"]
     print(f"trained: {args.run / 'checkpoint-best'}", *head, *rules(predictor(args.run), data), sep="\n")
     if args.zero_shot:
-        from pet_mtl.checkpoint import load_scorer
+        from pet_mtl.checkpoint import load_meta
         from pet_mtl.patterns import Pattern
 
-        _, meta, _, _ = load_scorer(args.run / "checkpoint-best")
+        meta = load_meta(args.run / "checkpoint-best")  # the run's patterns and tasks; its weights are not needed
         tokenizer, mlm = load_pretrained(args.zero_shot)
         patterns = {t: [Pattern.from_dict(d, "run") for d in meta["patterns"] if d["task"] == t] for t in meta["tasks"]}
         f, m = build_scorer("pet", tokenizer, mlm, patterns, list(meta["tasks"]), meta["max_length"])
