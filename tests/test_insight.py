@@ -69,7 +69,7 @@ def test_the_log_says_what_the_run_will_do_and_keeps_loss_lines_under_the_bar(lo
     assert f"run directory: {run_dir}" in log and "plan: 6 steps of 8 examples" in log
     for t in TASKS:
         assert f"{t}: " in log and " validation rows" in log
-    assert ("pattern ocnli/question: slot of 2 token(s), scoring word; words 0=是的[是 的] 1=可能[可 能] 2=不是[不 是]"
+    assert ("pattern ocnli/question_pair: slot of 2 token(s), scoring word; words 0=是的[是 的] 1=可能[可 能] 2=不是[不 是]"
             in log)
     assert [line.split("loss ")[1].split()[0] for line in log.splitlines() if "(mean of the last 2 steps)" in line]
     assert sum("(mean of the last 2 steps)" in line for line in log.splitlines()) == 3  # steps 2, 4, 6

@@ -117,8 +117,9 @@ def test_preview_shows_what_the_model_sees(tiny_dir):
                   "--data-dir", str(DEMO))
     assert p.returncode == 0, p.stderr
     first = (DEMO / "OCNLI_train.csv").read_text(encoding="utf-8").splitlines()[0].split("\t")
-    assert "pattern ocnli/question: slot of 2 token(s)" in p.stdout
+    assert "pattern ocnli/question_pair: slot of 2 token(s)" in p.stdout
     assert "model sees: [CLS] " in p.stdout and "[MASK] [MASK]" in p.stdout
+    assert "[MASK] [MASK] ， [SEP] " in p.stdout  # the default OCNLI pattern is a sentence pair
     assert f"ocnli {first[0]} (label {first[3]})" in p.stdout
     assert " ".join(first[2][:2]) in p.stdout or "(cut from" in p.stdout
 
