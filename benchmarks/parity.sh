@@ -6,7 +6,8 @@
 #   ref            benchmarks/plain_classifier.py: single-task batches, segment ids, no [CLS] dropout (the issue's)
 #   heads-before   method=heads as it was before the parity fix: model.segment_ids=false model.head_dropout=0.1
 #   heads          method=heads with today's defaults (segment ids, no extra dropout, mixed-task batches)
-#   pet            method=pet with today's defaults (lr 3e-4, as the issue's table)
+#   pet-single-segment  method=pet as it was before OCNLI's pattern became a sentence pair (patterns=single_segment)
+#   pet            method=pet with today's defaults (lr 3e-4, as the issue's table; OCNLI's pattern a sentence pair)
 # then the table (benchmarks/parity_table.py) and the calibration rules on heads and pet (benchmarks/calibration.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +26,10 @@ run() {  # run NAME OVERRIDES...
 }
 run heads-before method=heads train.lr=2e-4 model.segment_ids=false model.head_dropout=0.1 train.calibrate=false
 run heads method=heads train.lr=2e-4
+run pet-single-segment method=pet train.lr=3e-4 patterns=single_segment
 run pet method=pet train.lr=3e-4
-python benchmarks/parity_table.py "$OUT/ref.json" "$OUT/heads-before" "$OUT/heads" "$OUT/pet" | tee "$OUT/table.md"
+python benchmarks/parity_table.py "$OUT/ref.json" "$OUT/heads-before" "$OUT/heads" "$OUT/pet-single-segment" "$OUT/pet" \
+  | tee "$OUT/table.md"
 for r in heads pet; do
   [ -s "$OUT/calibration-$r.md" ] || python benchmarks/calibration.py "$OUT/$r" > "$OUT/calibration-$r.md"
 done
