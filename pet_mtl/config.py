@@ -119,6 +119,8 @@ class TrainConfig(OptimizerConfig):
     task_weights: Dict[str, float] = field(default_factory=lambda: {"ocnli": 1.0, "ocemotion": 1.0, "tnews": 1.0})
     #: mixed (a batch holds rows of every task) | single (each batch one task's rows, length-grouped within it)
     batch_tasks: str = "mixed"
+    #: cut batches from length-sorted chunks (32 batches' rows) for little padding; without it heads trained 3x
+    #: slower on the whole files and scored no better (benchmarks/RESULTS.md, issue 10)
     group_by_length: bool = True
     #: round padded lengths up to a multiple; null = auto (8 for bf16 or GPU, 1 for fp32 on CPU: the faster there)
     pad_to_multiple_of: Optional[int] = None
