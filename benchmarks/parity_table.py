@@ -2,8 +2,9 @@
 
 A row per system, validation macro-F1 per task and mean, and the difference to the first (the plain reference's JSON
 from benchmarks/plain_classifier.py, or a run). A pet_mtl run is read from its metrics.json: the last evaluation
-(one epoch, eval_every=0: the end of training, as the reference is scored), plain argmax (calibration is reported
-apart, by benchmarks/calibration.py).
+(one epoch, eval_every=0: the end of training, as the reference is scored), plain argmax. The last column is the
+run's calibrated mean as its training ended (metrics.json `calibration`: per task the 2-fold cross-fitted score
+where the biases were applied, else the argmax; `benchmarks/calibration.py` compares the other rules).
 """
 from __future__ import annotations
 
@@ -25,19 +26,30 @@ def scores(path: Path) -> dict[str, float]:
     return {t: last["tasks"][t]["macro_f1"] for t in TASKS}
 
 
+def calibrated(path: Path) -> float | None:
+    """The mean macro-F1 with the label biases training fitted, where it applied them; None without calibration."""
+    if path.is_file():
+        return None
+    cal = json.loads((path / "metrics.json").read_text(encoding="utf-8")).get("calibration")
+    if not cal:
+        return None
+    return sum(cal[t]["cross_fitted"] if cal[t]["applied"] else cal[t]["before"] for t in TASKS) / len(TASKS)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("systems", nargs="+", type=Path)
     p.add_argument("--names", default=None, help="comma-separated row names (default: the file or folder names)")
     args = p.parse_args()
     names = args.names.split(",") if args.names else [s.stem if s.is_file() else s.name for s in args.systems]
-    rows = [(n, scores(s)) for n, s in zip(names, args.systems)]
+    rows = [(n, scores(s), calibrated(s)) for n, s in zip(names, args.systems)]
     base = sum(rows[0][1].values()) / len(TASKS)
-    print("| system | OCNLI | OCEMOTION | TNEWS | mean | vs " + rows[0][0] + " |")
-    print("|---|---|---|---|---|---|")
-    for name, s in rows:
+    print("| system | OCNLI | OCEMOTION | TNEWS | mean | vs " + rows[0][0] + " | calibrated mean |")
+    print("|---|---|---|---|---|---|---|")
+    for name, s, cal in rows:
         mean = sum(s.values()) / len(TASKS)
-        print(f"| {name} | " + " | ".join(f"{s[t]:.4f}" for t in TASKS) + f" | **{mean:.4f}** | {mean - base:+.4f} |")
+        print(f"| {name} | " + " | ".join(f"{s[t]:.4f}" for t in TASKS) + f" | **{mean:.4f}** | {mean - base:+.4f} | "
+              + ("-" if cal is None else f"{cal:.4f}") + " |")
 
 
 if __name__ == "__main__":
