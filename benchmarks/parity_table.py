@@ -15,25 +15,19 @@ from pathlib import Path
 TASKS = ("ocnli", "ocemotion", "tnews")
 
 
-def scores(path: Path) -> dict[str, float]:
+def scores(path: Path) -> tuple[dict[str, float], float | None]:
+    """Per-task argmax macro-F1, and the calibrated mean (None for the reference or a run without calibration)."""
     if path.is_file():  # the plain reference
         doc = json.loads(path.read_text(encoding="utf-8"))
-        return {t: doc["tasks"][t]["macro_f1"] for t in TASKS}
+        return {t: doc["tasks"][t]["macro_f1"] for t in TASKS}, None
     doc = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     if not doc.get("finished"):
         raise SystemExit(f"{path / 'metrics.json'}: the run has not finished")
     last = doc["history"][-1]
-    return {t: last["tasks"][t]["macro_f1"] for t in TASKS}
-
-
-def calibrated(path: Path) -> float | None:
-    """The mean macro-F1 with the label biases training fitted, where it applied them; None without calibration."""
-    if path.is_file():
-        return None
-    cal = json.loads((path / "metrics.json").read_text(encoding="utf-8")).get("calibration")
-    if not cal:
-        return None
-    return sum(cal[t]["cross_fitted"] if cal[t]["applied"] else cal[t]["before"] for t in TASKS) / len(TASKS)
+    cal = doc.get("calibration")  # training's own: the cross-fitted score where it applied the biases
+    calibrated = (sum(cal[t]["cross_fitted"] if cal[t]["applied"] else cal[t]["before"] for t in TASKS) / len(TASKS)
+                  if cal else None)
+    return {t: last["tasks"][t]["macro_f1"] for t in TASKS}, calibrated
 
 
 def main() -> None:
@@ -42,7 +36,7 @@ def main() -> None:
     p.add_argument("--names", default=None, help="comma-separated row names (default: the file or folder names)")
     args = p.parse_args()
     names = args.names.split(",") if args.names else [s.stem if s.is_file() else s.name for s in args.systems]
-    rows = [(n, scores(s), calibrated(s)) for n, s in zip(names, args.systems)]
+    rows = [(n, *scores(s)) for n, s in zip(names, args.systems)]
     base = sum(rows[0][1].values()) / len(TASKS)
     print("| system | OCNLI | OCEMOTION | TNEWS | mean | vs " + rows[0][0] + " | calibrated mean |")
     print("|---|---|---|---|---|---|---|")
