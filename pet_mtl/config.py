@@ -47,6 +47,9 @@ class ModelConfig:
     segment_ids: bool = True
     #: method=heads, cln: dropout on the [CLS] state before the task heads (0: as a plain classifier does)
     head_dropout: float = 0.0
+    #: method=heads, cln: the task heads' initial weights: bert (N(0, initializer_range), zero bias: as transformers
+    #: initialises its classifiers) | torch (PyTorch's nn.Linear default: Kaiming-uniform weights, uniform bias)
+    head_init: str = "bert"
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -410,6 +413,10 @@ def check(cfg: DictConfig) -> None:
     """The cheap checks of a training config, before any data or model is loaded (deprecated keys renamed first)."""
     apply_renames(cfg)
     check_ranges(cfg, TRAIN_RANGES)
+    from .methods.heads import HEAD_INITS
+
+    if cfg.model.head_init not in HEAD_INITS:
+        raise ConfigError(f"model.head_init={cfg.model.head_init!r}: expected one of {', '.join(HEAD_INITS)}")
     if cfg.train.checkpoint_last not in ("full", "weights", "none"):
         raise ConfigError(f"train.checkpoint_last={cfg.train.checkpoint_last!r}: expected full, weights or none")
     if cfg.train.resume and cfg.train.checkpoint_last != "full":

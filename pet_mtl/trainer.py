@@ -92,7 +92,7 @@ class Trainer:
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
         self.options = MethodOptions(cln_dim=cfg.model.cln_dim, segment_ids=cfg.model.segment_ids,
-                                     head_dropout=cfg.model.head_dropout)
+                                     head_dropout=cfg.model.head_dropout, head_init=cfg.model.head_init)
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
                                               cfg.model.max_length, self.options)
         self.model = model.to(self.device)

@@ -242,6 +242,7 @@ def test_leftover_temporary_checkpoint_folders_are_cleaned_on_the_next_run(train
     ("train.lr=-1", "train.lr=-1.0: expected a finite number > 0"),
     ("train.warmup_ratio=1.5", "expected a number in [0, 1)"),
     ("model.max_length=0", "model.max_length=0"),
+    ("model.head_init=xavier", "model.head_init='xavier': expected one of bert, torch"),
     ("tasks=[]", "expected one or more distinct task names"),
     ("tasks=[tnews,tnews]", "expected one or more distinct task names"),
     ("train.task_weights={ocnli: 0, ocemotion: 0, tnews: 0}", "not all 0"),

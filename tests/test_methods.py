@@ -171,6 +171,22 @@ def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples)
     mlm.zero_grad(set_to_none=True)
 
 
+def test_head_init_chooses_between_berts_and_pytorchs_initialisation(tiny):
+    """model.head_init=bert: N(0, initializer_range) weights, zero bias; torch: nn.Linear's own Kaiming-uniform
+    weights and uniform bias, bounded by 1/sqrt(hidden) (the plain reference classifier's heads)."""
+    _, mlm = tiny
+    bound = mlm.config.hidden_size ** -0.5
+    torch.manual_seed(0)
+    bert = HeadsModel(mlm, list(TASKS), head_init="bert").heads["tnews"]
+    torch.manual_seed(0)
+    plain = HeadsModel(mlm, list(TASKS), head_init="torch").heads["tnews"]
+    assert bert.bias.eq(0).all() and bert.weight.std() < 2 * mlm.config.initializer_range
+    assert plain.bias.ne(0).all() and plain.weight.abs().max() <= bound and plain.bias.abs().max() <= bound
+    assert plain.weight.std() > 3 * mlm.config.initializer_range  # uniform(-1/sqrt(h), 1/sqrt(h)): std ~ 0.58/sqrt(h)
+    with pytest.raises(ConfigError, match="model.head_init='xavier': expected one of bert, torch"):
+        HeadsModel(mlm, list(TASKS), head_init="xavier")
+
+
 def test_heads_encode_the_plain_text_as_a_pair_without_pattern(tiny, examples):
     tok, _ = tiny
     ex = examples["ocnli"][0]

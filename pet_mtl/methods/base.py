@@ -53,6 +53,8 @@ class MethodOptions:
     segment_ids: bool = True
     #: dropout on the [CLS] state before the task heads, on top of the encoder's own (0: as a plain classifier)
     head_dropout: float = 0.0
+    #: initial weights of the task heads: bert | torch (pet_mtl.methods.heads.HEAD_INITS)
+    head_init: str = "bert"
 
 
 class Scorer(nn.Module):

@@ -9,7 +9,7 @@ from a batch get no gradient at all.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -55,16 +55,27 @@ class TextFeaturizer:
                 for i, (ex, ids) in enumerate(zip(examples, enc["input_ids"]))]
 
 
+def _bert_init(head: nn.Linear, config: Any) -> None:
+    nn.init.normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
+    nn.init.zeros_(head.bias)
+
+
+#: model.head_init -> how a new task head's weights start: `bert` as transformers initialises its classifiers;
+#: `torch` leaves nn.Linear's own (Kaiming-uniform) initialisation, as a plain PyTorch classifier does
+HEAD_INITS: dict[str, Callable[[nn.Linear, Any], None]] = {"bert": _bert_init, "torch": lambda head, config: None}
+
+
 class HeadsModel(Scorer):
-    def __init__(self, mlm: nn.Module, tasks: Sequence[str], head_dropout: float = 0.0):
+    def __init__(self, mlm: nn.Module, tasks: Sequence[str], head_dropout: float = 0.0, head_init: str = "bert"):
         super().__init__(mlm)
+        if head_init not in HEAD_INITS:
+            raise ConfigError(f"model.head_init={head_init!r}: expected one of {', '.join(HEAD_INITS)}")
         self.tasks = list(tasks)
         config = mlm.config
         self.dropout = nn.Dropout(head_dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, get_task(t).num_labels) for t in self.tasks})
-        for head in self.heads.values():  # as transformers initialises its classifiers
-            nn.init.normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
-            nn.init.zeros_(head.bias)
+        for head in self.heads.values():
+            HEAD_INITS[head_init](head, config)
         self.max_labels = max(get_task(t).num_labels for t in self.tasks)
 
     def scores(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None) -> torch.Tensor:
@@ -85,7 +96,7 @@ def text_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks
 
 
 def heads_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> HeadsModel:
-    return HeadsModel(mlm, featurizer.tasks, options.head_dropout)
+    return HeadsModel(mlm, featurizer.tasks, options.head_dropout, options.head_init)
 
 
 HEADS = Method("heads", "shared encoder, one classifier per task, loss masked by task", text_featurizer,
