@@ -120,8 +120,10 @@ class TrainConfig(OptimizerConfig):
     #: per-task loss weights: train.task_weights.ocemotion=2.0 (every task is listed, so overriding one is a plain
     #: override; a task missing from the map weighs 1)
     task_weights: Dict[str, float] = field(default_factory=lambda: {"ocnli": 1.0, "ocemotion": 1.0, "tnews": 1.0})
-    #: mixed (a batch holds rows of every task) | single (each batch one task's rows, length-grouped within it)
-    batch_tasks: str = "mixed"
+    #: single (each batch one task's rows, length-grouped within it, as a plain multi-task classifier trains) | mixed
+    #: (a batch holds rows of every task). On the whole files single beat mixed for heads in each of 3 seeds and
+    #: tied for pet; at 4,000 rows per task mixed won (benchmarks/RESULTS.md, issue 10)
+    batch_tasks: str = "single"
     #: cut batches from length-sorted chunks (32 batches' rows) for little padding; without it heads trained 3x
     #: slower on the whole files and scored no better (benchmarks/RESULTS.md, issue 10)
     group_by_length: bool = True

@@ -1,4 +1,4 @@
-"""How the tasks' training data interleave into one stream of mixed batches.
+"""How the tasks' training data interleave into one stream of batches.
 
 An epoch is a list of batches computed from (seed, epoch) alone, so a resumed run replays exactly the batches
 an uninterrupted one would. Each rule fixes how many items each task contributes per epoch:
@@ -50,7 +50,7 @@ SAMPLING_RULES: dict[str, Callable[[Mapping[str, int], float], dict[str, int]]] 
 class MultiTaskBatches:
     def __init__(self, items: Mapping[str, Sequence[int]], lengths: Sequence[int], batch_size: int,
                  rule: str = "proportional", temperature: float = 2.0, seed: int = 0,
-                 group_by_length: bool = True, group_size: int = 32, batch_tasks: str = "mixed"):
+                 group_by_length: bool = True, group_size: int = 32, batch_tasks: str = "single"):
         if rule not in SAMPLING_RULES:
             raise ConfigError(f"train.sampling={rule!r}: expected one of {', '.join(SAMPLING_RULES)}")
         if batch_tasks not in BATCH_TASKS:

@@ -60,13 +60,13 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("options", [["train.batch_tasks=single"],
+@pytest.mark.parametrize("options", [["train.batch_tasks=mixed"],
                                      ["train.mlm_weight=0.5", "data.unlabelled.tnews=[a,b]", "train.mlm_batch_size=2"],
                                      ["distill.teachers=[{teacher}]", "data.unlabelled.tnews=[a,b]",
                                       "data.unlabelled.ocnli=[a]"]],
-                         ids=["single-task-batches", "auxiliary-mlm", "distillation"])
+                         ids=["mixed-task-batches", "auxiliary-mlm", "distillation"])
 def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run, tmp_path, options):
-    """Single-task batches and the auxiliary MLM's unlabelled stream keep the exact-resume guarantee: stopped right
+    """Mixed-task batches (the default is single-task) and the auxiliary MLM's unlabelled stream keep the exact-resume guarantee: stopped right
     after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an uninterrupted one."""
     from pet_mtl.trainer import Trainer
 

@@ -17,11 +17,12 @@ def flat(batches):
     return [i for b in batches for i in b]
 
 
-def test_proportional_sees_every_item_once_per_epoch():
-    s = MultiTaskBatches(ITEMS, LENGTHS, batch_size=8, rule="proportional", seed=1)
+@pytest.mark.parametrize("batch_tasks,batches", [("mixed", 11), ("single", 8 + 3 + 1)])  # 85 rows; per task 60, 20, 5
+def test_proportional_sees_every_item_once_per_epoch(batch_tasks, batches):
+    s = MultiTaskBatches(ITEMS, LENGTHS, batch_size=8, rule="proportional", seed=1, batch_tasks=batch_tasks)
     for epoch in (0, 1):
         assert sorted(flat(s.epoch(epoch))) == list(range(85))
-    assert len(s) == len(s.epoch(0)) == 11
+    assert len(s) == len(s.epoch(0)) == batches
 
 
 def test_temperature_upsamples_small_tasks():
@@ -34,7 +35,7 @@ def test_temperature_upsamples_small_tasks():
 
 
 def test_round_robin_gives_equal_counts_and_cycles_small_tasks():
-    s = MultiTaskBatches(ITEMS, LENGTHS, 8, "round_robin", group_by_length=False)
+    s = MultiTaskBatches(ITEMS, LENGTHS, 8, "round_robin", group_by_length=False, batch_tasks="mixed")
     stream = flat(s.epoch(0))
     assert Counter(TASK_OF[i] for i in stream) == {"a": 29, "b": 29, "c": 29}
     assert [TASK_OF[i] for i in stream[:6]] == ["a", "b", "c"] * 2
@@ -52,8 +53,8 @@ def test_length_grouping_cuts_padding_but_keeps_batches_mixed():
     def padding(batches):
         return sum(max(LENGTHS[i] for i in b) * len(b) - sum(LENGTHS[i] for i in b) for b in batches)
 
-    grouped = MultiTaskBatches(ITEMS, LENGTHS, 8, seed=0, group_by_length=True).epoch(0)
-    plain = MultiTaskBatches(ITEMS, LENGTHS, 8, seed=0, group_by_length=False).epoch(0)
+    grouped = MultiTaskBatches(ITEMS, LENGTHS, 8, seed=0, group_by_length=True, batch_tasks="mixed").epoch(0)
+    plain = MultiTaskBatches(ITEMS, LENGTHS, 8, seed=0, group_by_length=False, batch_tasks="mixed").epoch(0)
     assert padding(grouped) < padding(plain) / 2
     assert any(len({TASK_OF[i] for i in b}) > 1 for b in grouped)
 
@@ -69,7 +70,7 @@ def test_bad_rule_and_empty_task():
 @pytest.mark.parametrize("grouped", [True, False])
 def test_single_task_batches_hold_one_task_and_follow_the_rule(rule, grouped):
     s = MultiTaskBatches(ITEMS, LENGTHS, 8, rule, seed=2, group_by_length=grouped, batch_tasks="single")
-    mixed = MultiTaskBatches(ITEMS, LENGTHS, 8, rule, seed=2, group_by_length=grouped)
+    mixed = MultiTaskBatches(ITEMS, LENGTHS, 8, rule, seed=2, group_by_length=grouped, batch_tasks="mixed")
     for epoch in (0, 1):
         batches = s.epoch(epoch)
         assert all(len({TASK_OF[i] for i in b}) == 1 for b in batches)
