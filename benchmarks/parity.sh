@@ -4,10 +4,15 @@
 #   bash benchmarks/parity.sh OUT_DIR [extra overrides for every pet_mtl run, e.g. data.max_train_per_task=4000]
 # Systems (each skipped when its result already exists, so a killed script reruns to the end):
 #   ref            benchmarks/plain_classifier.py: single-task batches, segment ids, no [CLS] dropout (the issue's)
-#   heads-before   method=heads as it was before the parity fix: model.segment_ids=false model.head_dropout=0.1
-#   heads          method=heads with today's defaults (segment ids, no extra dropout, mixed-task batches)
-#   pet-single-segment  method=pet as it was before OCNLI's pattern became a sentence pair (patterns=single_segment)
+#   heads-before   method=heads as it was before the parity fixes: model.segment_ids=false model.head_dropout=0.1,
+#                  mixed-task batches
+#   heads-mixed    method=heads with today's defaults but mixed-task batches (the default until issue 10's last round)
+#   heads          method=heads with today's defaults (segment ids, no extra dropout, single-task batches)
+#   pet-before     method=pet as it was before: OCNLI's pattern one segment (patterns=single_segment), mixed batches
 #   pet            method=pet with today's defaults (lr 3e-4, as the issue's table; OCNLI's pattern a sentence pair)
+#   heads-seed2    method=heads, seed SEED+1: a second teacher
+#   student        python -m pet_mtl.distill: a pet student of teachers pet, heads and heads-seed2 on the competition's
+#                  test files A and B (PET's final step: one model)
 # then the table (benchmarks/parity_table.py) and the calibration rules on heads and pet (benchmarks/calibration.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,17 +23,25 @@ mkdir -p "$OUT"
 rows=""; for o in "$@"; do case $o in data.max_train_per_task=*) rows="--max-train-per-task ${o#*=}";; esac; done
 [ -s "$OUT/ref.json" ] || python benchmarks/plain_classifier.py --model "$MODEL" --data "$DATA" $rows \
   --max-val-per-task 100000 --seed "$SEED" --threads "$THREADS" --out "$OUT/ref.json"
-common=(seed="$SEED" model.path="$MODEL" data.dir="$DATA" train.epochs=1 train.eval_every=0 "train.predict_splits=[]"
+common=(model.path="$MODEL" data.dir="$DATA" train.epochs=1 train.eval_every=0 "train.predict_splits=[]"
         train.progress=false train.num_threads="$THREADS" "$@")
-run() {  # run NAME OVERRIDES...
-  local name=$1; shift
-  grep -qs '"finished": true' "$OUT/$name/metrics.json" || python -m pet_mtl.train "$@" "${common[@]}" hydra.run.dir="$OUT/$name"
+run() {  # run NAME SEED OVERRIDES...
+  local name=$1 seed=$2; shift 2
+  grep -qs '"finished": true' "$OUT/$name/metrics.json" ||
+    python -m pet_mtl.train seed="$seed" "$@" "${common[@]}" hydra.run.dir="$OUT/$name"
 }
-run heads-before method=heads train.lr=2e-4 model.segment_ids=false model.head_dropout=0.1 train.calibrate=false
-run heads method=heads train.lr=2e-4
-run pet-single-segment method=pet train.lr=3e-4 patterns=single_segment
-run pet method=pet train.lr=3e-4
-python benchmarks/parity_table.py "$OUT/ref.json" "$OUT/heads-before" "$OUT/heads" "$OUT/pet-single-segment" "$OUT/pet" \
+run heads-before "$SEED" method=heads train.lr=2e-4 model.segment_ids=false model.head_dropout=0.1 train.batch_tasks=mixed \
+  train.calibrate=false
+run heads-mixed "$SEED" method=heads train.lr=2e-4 train.batch_tasks=mixed
+run heads "$SEED" method=heads train.lr=2e-4
+run pet-before "$SEED" method=pet train.lr=3e-4 patterns=single_segment train.batch_tasks=mixed
+run pet "$SEED" method=pet train.lr=3e-4
+run heads-seed2 $((SEED + 1)) method=heads train.lr=2e-4
+grep -qs '"finished": true' "$OUT/student/metrics.json" || python -m pet_mtl.distill \
+  "teachers=[$OUT/pet,$OUT/heads,$OUT/heads-seed2]" "data.unlabelled.ocnli=[a,b]" "data.unlabelled.ocemotion=[a,b]" \
+  "data.unlabelled.tnews=[a,b]" method=pet train.lr=3e-4 seed="$SEED" "${common[@]}" hydra.run.dir="$OUT/student"
+python benchmarks/parity_table.py "$OUT/ref.json" "$OUT/heads-before" "$OUT/heads-mixed" "$OUT/heads" "$OUT/pet-before" \
+  "$OUT/pet" "$OUT/student" \
   | tee "$OUT/table.md"
 for r in heads pet; do
   [ -s "$OUT/calibration-$r.md" ] || python benchmarks/calibration.py "$OUT/$r" > "$OUT/calibration-$r.md"
