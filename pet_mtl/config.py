@@ -415,10 +415,9 @@ def check(cfg: DictConfig) -> None:
     """The cheap checks of a training config, before any data or model is loaded (deprecated keys renamed first)."""
     apply_renames(cfg)
     check_ranges(cfg, TRAIN_RANGES)
-    from .methods.heads import HEAD_INITS
+    from .methods.heads import check_head_init
 
-    if cfg.model.head_init not in HEAD_INITS:
-        raise ConfigError(f"model.head_init={cfg.model.head_init!r}: expected one of {', '.join(HEAD_INITS)}")
+    check_head_init(cfg.model.head_init)
     if cfg.train.checkpoint_last not in ("full", "weights", "none"):
         raise ConfigError(f"train.checkpoint_last={cfg.train.checkpoint_last!r}: expected full, weights or none")
     if cfg.train.resume and cfg.train.checkpoint_last != "full":

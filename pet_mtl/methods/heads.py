@@ -65,11 +65,15 @@ def _bert_init(head: nn.Linear, config: Any) -> None:
 HEAD_INITS: dict[str, Callable[[nn.Linear, Any], None]] = {"bert": _bert_init, "torch": lambda head, config: None}
 
 
+def check_head_init(name: str) -> None:
+    if name not in HEAD_INITS:
+        raise ConfigError(f"model.head_init={name!r}: expected one of {', '.join(HEAD_INITS)}")
+
+
 class HeadsModel(Scorer):
     def __init__(self, mlm: nn.Module, tasks: Sequence[str], head_dropout: float = 0.0, head_init: str = "bert"):
         super().__init__(mlm)
-        if head_init not in HEAD_INITS:
-            raise ConfigError(f"model.head_init={head_init!r}: expected one of {', '.join(HEAD_INITS)}")
+        check_head_init(head_init)
         self.tasks = list(tasks)
         config = mlm.config
         self.dropout = nn.Dropout(head_dropout)
