@@ -25,10 +25,10 @@ rows=""; for o in "$@"; do case $o in data.max_train_per_task=*) rows="--max-tra
   --max-val-per-task 100000 --seed "$SEED" --threads "$THREADS" --out "$OUT/ref.json"
 common=(model.path="$MODEL" data.dir="$DATA" train.epochs=1 train.eval_every=0 "train.predict_splits=[]"
         train.progress=false train.num_threads="$THREADS" "$@")
-run() {  # run NAME SEED OVERRIDES...
+run() {  # [ENTRY=pet_mtl.distill] run NAME SEED OVERRIDES...
   local name=$1 seed=$2; shift 2
   grep -qs '"finished": true' "$OUT/$name/metrics.json" ||
-    python -m pet_mtl.train seed="$seed" "$@" "${common[@]}" hydra.run.dir="$OUT/$name"
+    python -m "${ENTRY:-pet_mtl.train}" seed="$seed" "$@" "${common[@]}" hydra.run.dir="$OUT/$name"
 }
 run heads-before "$SEED" method=heads train.lr=2e-4 model.segment_ids=false model.head_dropout=0.1 train.batch_tasks=mixed \
   train.calibrate=false
@@ -37,9 +37,8 @@ run heads "$SEED" method=heads train.lr=2e-4
 run pet-before "$SEED" method=pet train.lr=3e-4 patterns=single_segment train.batch_tasks=mixed
 run pet "$SEED" method=pet train.lr=3e-4
 run heads-seed2 $((SEED + 1)) method=heads train.lr=2e-4
-grep -qs '"finished": true' "$OUT/student/metrics.json" || python -m pet_mtl.distill \
-  "teachers=[$OUT/pet,$OUT/heads,$OUT/heads-seed2]" "data.unlabelled.ocnli=[a,b]" "data.unlabelled.ocemotion=[a,b]" \
-  "data.unlabelled.tnews=[a,b]" method=pet train.lr=3e-4 seed="$SEED" "${common[@]}" hydra.run.dir="$OUT/student"
+ENTRY=pet_mtl.distill run student "$SEED" "teachers=[$OUT/pet,$OUT/heads,$OUT/heads-seed2]" method=pet train.lr=3e-4 \
+  "data.unlabelled.ocnli=[a,b]" "data.unlabelled.ocemotion=[a,b]" "data.unlabelled.tnews=[a,b]"
 python benchmarks/parity_table.py "$OUT/ref.json" "$OUT/heads-before" "$OUT/heads-mixed" "$OUT/heads" "$OUT/pet-before" \
   "$OUT/pet" "$OUT/student" \
   | tee "$OUT/table.md"

@@ -66,8 +66,9 @@ class Killed(Exception):
                                       "data.unlabelled.ocnli=[a]"]],
                          ids=["mixed-task-batches", "auxiliary-mlm", "distillation"])
 def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run, tmp_path, options):
-    """Mixed-task batches (the default is single-task) and the auxiliary MLM's unlabelled stream keep the exact-resume guarantee: stopped right
-    after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an uninterrupted one."""
+    """Mixed-task batches (the default is single-task) and the auxiliary MLM's unlabelled stream keep the exact-resume
+    guarantee: stopped right after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an
+    uninterrupted one."""
     from pet_mtl.trainer import Trainer
 
     def cfg(*extra):
