@@ -416,8 +416,10 @@ def check(cfg: DictConfig) -> None:
     apply_renames(cfg)
     check_ranges(cfg, TRAIN_RANGES)
     from .methods.heads import check_head_init
+    from .sampling import check_batching
 
     check_head_init(cfg.model.head_init)
+    check_batching(cfg.train.sampling, cfg.train.batch_tasks)
     if cfg.train.checkpoint_last not in ("full", "weights", "none"):
         raise ConfigError(f"train.checkpoint_last={cfg.train.checkpoint_last!r}: expected full, weights or none")
     if cfg.train.resume and cfg.train.checkpoint_last != "full":

@@ -47,14 +47,20 @@ SAMPLING_RULES: dict[str, Callable[[Mapping[str, int], float], dict[str, int]]] 
 }
 
 
+def check_batching(rule: str, batch_tasks: str) -> None:
+    """The one refusal of an unknown train.sampling or train.batch_tasks: config.check calls it before any data is
+    read, and MultiTaskBatches again for callers that build batches without a config."""
+    if rule not in SAMPLING_RULES:
+        raise ConfigError(f"train.sampling={rule!r}: expected one of {', '.join(SAMPLING_RULES)}")
+    if batch_tasks not in BATCH_TASKS:
+        raise ConfigError(f"train.batch_tasks={batch_tasks!r}: expected one of {', '.join(BATCH_TASKS)}")
+
+
 class MultiTaskBatches:
     def __init__(self, items: Mapping[str, Sequence[int]], lengths: Sequence[int], batch_size: int,
                  rule: str = "proportional", temperature: float = 2.0, seed: int = 0,
                  group_by_length: bool = True, group_size: int = 32, batch_tasks: str = "single"):
-        if rule not in SAMPLING_RULES:
-            raise ConfigError(f"train.sampling={rule!r}: expected one of {', '.join(SAMPLING_RULES)}")
-        if batch_tasks not in BATCH_TASKS:
-            raise ConfigError(f"train.batch_tasks={batch_tasks!r}: expected one of {', '.join(BATCH_TASKS)}")
+        check_batching(rule, batch_tasks)
         self.batch_tasks = batch_tasks
         empty = [t for t, v in items.items() if not v]
         if empty:

@@ -243,6 +243,8 @@ def test_leftover_temporary_checkpoint_folders_are_cleaned_on_the_next_run(train
     ("train.warmup_ratio=1.5", "expected a number in [0, 1)"),
     ("model.max_length=0", "model.max_length=0"),
     ("model.head_init=xavier", "model.head_init='xavier': expected one of bert, torch"),
+    ("train.batch_tasks=per_task", "train.batch_tasks='per_task': expected one of mixed, single"),
+    ("train.sampling=uniform", "train.sampling='uniform': expected one of proportional, temperature, round_robin"),
     ("tasks=[]", "expected one or more distinct task names"),
     ("tasks=[tnews,tnews]", "expected one or more distinct task names"),
     ("train.task_weights={ocnli: 0, ocemotion: 0, tnews: 0}", "not all 0"),
