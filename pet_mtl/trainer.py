@@ -20,6 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from . import calibration
+from .averaging import WeightAverage
 from . import checkpoint as ckpt_io
 from .backbone import build_tiny, load_pretrained
 from .config import Config, check_resume
@@ -116,6 +117,7 @@ class Trainer:
         self.scheduler = warmup_linear(self.optimizer, self.total_steps, tr.warmup_ratio)
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
+        self.ema = WeightAverage(self.model, tr.ema) if tr.ema else None
         self.runlog = RunLog(self.run_dir, self.dist.main, tr.progress, tr.log_every, tr.tensorboard)
         self.aux = None
         if tr.mlm_weight:  # PET's auxiliary masked-LM loss on unlabelled text
@@ -180,6 +182,8 @@ class Trainer:
         if with_state and self.cfg.train.checkpoint_last == "full":
             rng_states = self.dist.gather(torch.get_rng_state())
             tensors, opt_info = ckpt_io.train_state_tensors(self.optimizer, rng_states)
+            if self.ema is not None:  # the checkpoint's model is the average; resume continues the trained weights
+                tensors.update(self.ema.trained_tensors())
             progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds(),
                                            aux_stream=self.aux.state() if self.aux is not None else self.state.aux_stream)
             state = (tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
@@ -205,6 +209,8 @@ class Trainer:
         ckpt_io.load_weights(self.model, last)
         ckpt_io.optimizer_from_flat(self.optimizer, tensors, saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None:
+            self.ema.restore(tensors)
         torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
         self.state = progress  # its wall_seconds are the earlier processes'; this one's are added on saving
         if self.aux is not None:
@@ -217,6 +223,20 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------------
 
     def _evaluate(self) -> dict[str, Any]:
+        """Score the validation split, keep the checkpoints, append to metrics.json; with train.ema all of it on the
+        averaged weights, and at the end of training the trained weights' score beside them (what averaging bought)."""
+        if self.ema is None:
+            return self._evaluate_model()
+        without = None
+        if self.state.step == self.total_steps:
+            with self.runlog.evaluating() as show:
+                r = self.predictor(progress=show).evaluate({t: d.val for t, d in self.data.items()})
+            without = {"score": r["score"], "tasks": {t: {"macro_f1": v["macro_f1"]} for t, v in r["tasks"].items()}}
+            log.info("trained weights, without the average | mean macro-F1 %.4f", r["score"])
+        with self.ema.applied():
+            return self._evaluate_model(without)
+
+    def _evaluate_model(self, without_ema: dict[str, Any] | None = None) -> dict[str, Any]:
         st = self.state
         t0 = time.time()
         with self.runlog.evaluating() as show:
@@ -225,7 +245,8 @@ class Trainer:
                  "train_loss": sum(st.losses) / len(st.losses) if st.losses else None,
                  **({"mlm_loss": sum(st.mlm_losses) / len(st.mlm_losses)} if st.mlm_losses else {}), **result,
                  "train_seconds": round(st.train_seconds, 2), "eval_seconds": round(time.time() - t0, 2),
-                 "train_examples_per_s": round(st.examples_seen / max(st.train_seconds, 1e-9), 1)}
+                 "train_examples_per_s": round(st.examples_seen / max(st.train_seconds, 1e-9), 1),
+                 **({"without_ema": without_ema} if without_ema else {})}
         st.history.append(entry)
         st.losses, st.mlm_losses = [], []
         self.runlog.evaluation(entry, st.history, self.featurizer.tasks)
@@ -303,6 +324,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.state.step + 1)
         loss_sum, n_ex = self.dist.sum([loss_sum, n_ex])
         return loss_sum / self.dist.world, int(n_ex)
 

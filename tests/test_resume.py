@@ -63,10 +63,11 @@ class Killed(Exception):
 @pytest.mark.parametrize("options", [["train.batch_tasks=mixed"],
                                      ["train.mlm_weight=0.5", "data.unlabelled.tnews=[a,b]", "train.mlm_batch_size=2"],
                                      ["distill.teachers=[{teacher}]", "data.unlabelled.tnews=[a,b]",
-                                      "data.unlabelled.ocnli=[a]"]],
-                         ids=["mixed-task-batches", "auxiliary-mlm", "distillation"])
+                                      "data.unlabelled.ocnli=[a]"], ["train.ema=0.8"]],
+                         ids=["mixed-task-batches", "auxiliary-mlm", "distillation", "weight-average"])
 def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run, tmp_path, options):
-    """Mixed-task batches (the default is single-task) and the auxiliary MLM's unlabelled stream keep the exact-resume
+    """Mixed-task batches (the default is single-task), the auxiliary MLM's unlabelled stream, distillation's soft
+    rows and the weight average (trained weights in the state, the average in the checkpoint) keep the exact-resume
     guarantee: stopped right after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an
     uninterrupted one."""
     from pet_mtl.trainer import Trainer

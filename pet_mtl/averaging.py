@@ -1,0 +1,70 @@
+"""An exponential moving average of the trained weights (train.ema): evaluation, checkpoints and predictions use it.
+
+Averaging the last stretch of the trajectory smooths the noise of the last batches, which matter most for the rare
+labels macro-F1 is decided by. The average never feeds back into training: the optimizer steps the trained weights
+as it would without it, so a run with and without `train.ema` follows the same trajectory (same seed), and the
+difference of their scores is the averaging's alone.
+
+A checkpoint holds what was evaluated (the averaged weights); `checkpoint-last`'s training state also holds the
+trained weights, so a resumed run continues the trajectory, not the average.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+#: the training state's tensors of the trained weights, under the parameter's name
+TRAINED = "trained."
+
+
+class WeightAverage:
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"decay {decay}: expected a number in (0, 1)")
+        self.decay = decay
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.average = [p.detach().clone() for p in self.params]
+        self._trained: list[torch.Tensor] | None = None  # set while the average is in the model
+
+    def rate(self, step: int) -> float:
+        """The decay at optimizer step `step` (1-based): short early on, so the random start of a new head and the
+        first steps' large moves leave the average quickly (TensorFlow's num_updates rule)."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        if self._trained is not None:
+            raise RuntimeError("update() while the average is in the model")
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - self.rate(step))
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model for the block (evaluate, save), the trained ones back after it."""
+        with torch.no_grad():
+            self._trained = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_(self.params, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, self._trained)
+            self._trained = None
+
+    def trained_tensors(self) -> dict[str, torch.Tensor]:
+        """The trained weights, for the training state (inside `applied`, where the model holds the average)."""
+        source = self._trained if self._trained is not None else [p.detach() for p in self.params]
+        return {TRAINED + n: t for n, t in zip(self.names, source)}
+
+    @torch.no_grad()
+    def restore(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Resume: the model was loaded from a checkpoint (the average); the trained weights come from the state."""
+        missing = [n for n in self.names if TRAINED + n not in tensors]
+        if missing:
+            raise KeyError(f"the training state has no trained weights for {missing[:3]} (was it saved with train.ema?)")
+        torch._foreach_copy_(self.average, [p.detach() for p in self.params])
+        torch._foreach_copy_(self.params, [tensors[TRAINED + n].to(p.device) for n, p in zip(self.names, self.params)])
