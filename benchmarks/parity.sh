@@ -10,6 +10,8 @@
 #   heads          method=heads with today's defaults (segment ids, no extra dropout, single-task batches)
 #   pet-before     method=pet as it was before: OCNLI's pattern one segment (patterns=single_segment), mixed batches
 #   pet            method=pet with today's defaults (lr 3e-4, as the table; OCNLI's pattern a sentence pair)
+#   pet-rdrop      pet with R-Drop (train.rdrop=1.0: every batch twice, about 2x the training time)
+#   heads-rdrop    heads with R-Drop
 #   heads-seed2    method=heads, seed SEED+1: a second teacher
 #   student        python -m pet_mtl.distill: a pet student of teachers pet, heads and heads-seed2 on the competition's
 #                  test files A and B (PET's final step: one model)
@@ -36,11 +38,13 @@ run heads-mixed "$SEED" method=heads train.lr=2e-4 train.batch_tasks=mixed
 run heads "$SEED" method=heads train.lr=2e-4
 run pet-before "$SEED" method=pet train.lr=3e-4 patterns=single_segment train.batch_tasks=mixed
 run pet "$SEED" method=pet train.lr=3e-4
+run pet-rdrop "$SEED" method=pet train.lr=3e-4 train.rdrop=1.0
+run heads-rdrop "$SEED" method=heads train.lr=2e-4 train.rdrop=1.0
 run heads-seed2 $((SEED + 1)) method=heads train.lr=2e-4
 ENTRY=pet_mtl.distill run student "$SEED" "teachers=[$OUT/pet,$OUT/heads,$OUT/heads-seed2]" method=pet train.lr=3e-4 \
   "data.unlabelled.ocnli=[a,b]" "data.unlabelled.ocemotion=[a,b]" "data.unlabelled.tnews=[a,b]"
 python benchmarks/parity_table.py "$OUT/ref.json" "$OUT/heads-before" "$OUT/heads-mixed" "$OUT/heads" "$OUT/pet-before" \
-  "$OUT/pet" "$OUT/student" \
+  "$OUT/pet" "$OUT/pet-rdrop" "$OUT/heads-rdrop" "$OUT/student" \
   | tee "$OUT/table.md"
 for r in heads pet; do
   [ -s "$OUT/calibration-$r.md" ] || python benchmarks/calibration.py "$OUT/$r" > "$OUT/calibration-$r.md"
