@@ -82,3 +82,22 @@ def test_distill_command_needs_teachers_and_runs_with_them(tiny_dir, synthetic_d
     assert p.returncode == 0, p.stderr[-2000:]
     assert (out / SOFT_LABELS).is_file() and (out / "submission-a" / "submit.zip").is_file()
     assert json.loads((out / "checkpoint-best" / "pet_mtl.json").read_text())["method"] == "heads"
+
+
+def test_a_capped_sample_of_unlabelled_rows_is_seeded_and_keeps_file_order(synthetic_dir):
+    """distill.max_rows_per_task: a seeded sample of each task's unlabelled rows, in the files' order."""
+    from pet_mtl.distillation import unlabelled_examples
+    from pet_mtl.regimes import load_task_data
+
+    def rows(*extra):
+        cfg = make_cfg(f"data.dir={synthetic_dir}", "data.unlabelled.tnews=[a,b]", *extra)
+        return unlabelled_examples(cfg, load_task_data(cfg))["tnews"]
+
+    everything = [e.id for e in rows()]
+    assert len(everything) == 24  # test files a and b, 12 rows each
+    picked = [e.id for e in rows("distill.max_rows_per_task=7", "seed=1")]
+    assert len(picked) == 7 == len(set(picked)) and set(picked) <= set(everything)
+    assert picked == [i for i in everything if i in picked]  # file order
+    assert picked == [e.id for e in rows("distill.max_rows_per_task=7", "seed=1")]  # the seed decides it
+    assert picked != [e.id for e in rows("distill.max_rows_per_task=7", "seed=2")]
+    assert len(rows("distill.max_rows_per_task=100")) == 24  # a cap above the rows takes them all
