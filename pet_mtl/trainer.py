@@ -20,8 +20,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from . import calibration
-from .averaging import WeightAverage
 from . import checkpoint as ckpt_io
+from .averaging import WeightAverage
 from .backbone import build_tiny, load_pretrained
 from .config import Config, check_resume
 from .config import check as check_config
