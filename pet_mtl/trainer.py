@@ -229,18 +229,21 @@ class Trainer:
             return self._evaluate_model()
         without = None
         if self.state.step == self.total_steps:
-            with self.runlog.evaluating() as show:
-                r = self.predictor(progress=show).evaluate({t: d.val for t, d in self.data.items()})
+            r = self._validate()
             without = {"score": r["score"], "tasks": {t: {"macro_f1": v["macro_f1"]} for t, v in r["tasks"].items()}}
             log.info("trained weights, without the average | mean macro-F1 %.4f", r["score"])
         with self.ema.applied():
             return self._evaluate_model(without)
 
+    def _validate(self) -> dict[str, Any]:
+        """The model as it is now, scored on every task's validation split."""
+        with self.runlog.evaluating() as show:
+            return self.predictor(progress=show).evaluate({t: d.val for t, d in self.data.items()})
+
     def _evaluate_model(self, without_ema: dict[str, Any] | None = None) -> dict[str, Any]:
         st = self.state
         t0 = time.time()
-        with self.runlog.evaluating() as show:
-            result = self.predictor(progress=show).evaluate({t: d.val for t, d in self.data.items()})
+        result = self._validate()
         entry = {"step": st.step, "epoch": round(st.micro / len(self.batches), 4),
                  "train_loss": sum(st.losses) / len(st.losses) if st.losses else None,
                  **({"mlm_loss": sum(st.mlm_losses) / len(st.mlm_losses)} if st.mlm_losses else {}), **result,
