@@ -1,7 +1,8 @@
 """An exponential moving average of the trained weights (train.ema): evaluation, checkpoints and predictions use it.
 
-Averaging the last stretch of the trajectory smooths the noise of the last batches, which matter most for the rare
-labels macro-F1 is decided by. The average never feeds back into training: the optimizer steps the trained weights
+Averaging the last stretch of the trajectory is meant to smooth the noise of the last batches; with the linear decay
+to zero it did not pay for pet at one epoch on the whole files (-0.3, benchmarks/RESULTS.md), so it is off by
+default, for schedules where the last steps still move much. The average never feeds back into training: the optimizer steps the trained weights
 as it would without it, so a run with and without `train.ema` follows the same trajectory (same seed), and the
 difference of their scores is the averaging's alone.
 
