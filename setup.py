@@ -1,7 +1,7 @@
-"""Build hook: a wheel carries copies of conf/, patterns/ and examples/demo/ inside the package.
+"""Build hook: a wheel carries copies of conf/, pattern_library/ and examples/demo/ inside the package.
 
 Those folders are edited where they are, at the top of the checkout; at build time they are copied to
-pet_mtl/_shipped/ (see pet_mtl/resources.py), so `pip install .` and a built wheel work from any directory.
+pet_mtl/_shipped/ (see pet_mtl/core/resources.py), so `pip install .` and a built wheel work from any directory.
 Editable installs skip the copy and read the checkout.
 """
 import shutil
@@ -11,7 +11,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = {"conf": "conf", "patterns": "patterns", "demo": "examples/demo"}  # as pet_mtl.resources.CHECKOUT_PATHS
+SHIPPED = {"conf": "conf", "patterns": "pattern_library", "demo": "examples/demo"}  # as pet_mtl.core.resources.CHECKOUT_PATHS
 
 
 class BuildPyWithShippedData(build_py):

@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from finished_run import config, predictor
 
-from pet_mtl import calibration
-from pet_mtl.backbone import load_pretrained
-from pet_mtl.data import Example
-from pet_mtl.inference import Predictor
+from pet_mtl.backbones.loading import load_pretrained
+from pet_mtl.core.tasks import get_task
+from pet_mtl.data.readers import Example
+from pet_mtl.data.regimes import load_task_data
+from pet_mtl.inference import calibration
+from pet_mtl.inference.predictor import Predictor
 from pet_mtl.methods import build_scorer
-from pet_mtl.regimes import load_task_data
-from pet_mtl.tasks import get_task
 
 CONTENT_FREE = ["N/A", "无", "[MASK]"]
 
@@ -60,8 +60,8 @@ def main() -> None:
             "|---|---|---|---|---|---|"]
     print(f"trained: {args.run / 'checkpoint-best'}", *head, *rules(predictor(args.run), data), sep="\n")
     if args.zero_shot:
-        from pet_mtl.checkpoint import load_meta
-        from pet_mtl.patterns import Pattern
+        from pet_mtl.inference.checkpoint import load_meta
+        from pet_mtl.prompts import Pattern
 
         meta = load_meta(args.run / "checkpoint-best")  # the run's patterns and tasks; its weights are not needed
         tokenizer, mlm = load_pretrained(args.zero_shot)

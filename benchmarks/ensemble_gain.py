@@ -15,10 +15,10 @@ from pathlib import Path
 
 from finished_run import config, gold, log_probs, rows
 
-from pet_mtl import calibration
-from pet_mtl.distillation import teacher_weights
+from pet_mtl.core.tasks import get_task
 from pet_mtl.ensemble import average
-from pet_mtl.tasks import get_task
+from pet_mtl.inference import calibration
+from pet_mtl.training.distillation import teacher_weights
 
 
 def macro_f1s(lp: dict, truth: dict) -> dict[str, float]:

@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from pet_mtl.checkpoint import load_scorer  # noqa: E402
-from pet_mtl.inference import Predictor  # noqa: E402
-from pet_mtl.regimes import load_task_data  # noqa: E402
-from pet_mtl.tasks import get_task  # noqa: E402
+from pet_mtl.core.tasks import get_task
+from pet_mtl.data.regimes import load_task_data
+from pet_mtl.inference.checkpoint import load_scorer
+from pet_mtl.inference.predictor import Predictor
 
 
 def config(run: Path) -> DictConfig:

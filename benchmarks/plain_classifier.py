@@ -48,10 +48,10 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()  # the masked LM's unused MLM-head weights are expected
 
-    from pet_mtl.config import Config
+    from pet_mtl.core.config import Config
+    from pet_mtl.core.tasks import TASKS
+    from pet_mtl.data.regimes import full
     from pet_mtl.metrics import classification_scores, competition_score
-    from pet_mtl.regimes import full
-    from pet_mtl.tasks import TASKS
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -38,7 +38,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from pet_mtl.cli import CONF_DIR
-    from pet_mtl.pretrainer import Pretrainer
+    from pet_mtl.pretraining.pretrainer import Pretrainer
 
     torch.set_num_threads(args.threads)
     out = Path("/tmp/pretrain-throughput")

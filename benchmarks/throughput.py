@@ -43,12 +43,12 @@ def setup(args):
     import torch
     import yaml
 
-    from pet_mtl.backbone import load_pretrained
-    from pet_mtl.data import read_tsv, stratified_split
+    from pet_mtl.backbones.loading import load_pretrained
+    from pet_mtl.core.tasks import TASKS
+    from pet_mtl.data.readers import read_tsv, stratified_split
+    from pet_mtl.data.sampling import MultiTaskBatches
     from pet_mtl.methods import build_scorer
-    from pet_mtl.patterns import load_pattern_set
-    from pet_mtl.sampling import MultiTaskBatches
-    from pet_mtl.tasks import TASKS
+    from pet_mtl.prompts import load_pattern_set
 
     torch.manual_seed(0)
     tokenizer, mlm = load_pretrained(args.model)
@@ -88,9 +88,9 @@ class Runner:
 
         import torch
 
+        from pet_mtl.core.tasks import TASKS
         from pet_mtl.methods import build_scorer
-        from pet_mtl.optim import build_optimizer
-        from pet_mtl.tasks import TASKS
+        from pet_mtl.training.optim import build_optimizer
 
         tokenizer, mlm, patterns, feats, grouped, random_batches = shared
         self.args, self.impl, self.mode = args, impl, mode
@@ -109,7 +109,7 @@ class Runner:
     def _naive_batch(self, fs):
         import torch
 
-        from pet_mtl.features import collate
+        from pet_mtl.methods.features import collate
 
         b = collate(fs, self.pad, pad_to_multiple_of=1)
         n = self.args.naive_length - b["input_ids"].size(1)
@@ -125,9 +125,10 @@ class Runner:
     def step(self, i: int, timed: bool) -> None:
         import torch
 
-        from pet_mtl.features import collate
-        from pet_mtl.inference import autocast, pad_multiple, score_features
-        from pet_mtl.methods import label_loss
+        from pet_mtl.core.precision import autocast, pad_multiple
+        from pet_mtl.inference.predictor import score_features
+        from pet_mtl.methods.features import collate
+        from pet_mtl.training.losses import label_loss
 
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         a, impl = self.args, self.impl

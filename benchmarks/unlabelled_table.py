@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ensemble_gain import ensemble_of, macro_f1s
 
-from pet_mtl.checkpoint import atomic_write_text
+from pet_mtl.core.io import atomic_write_text
 
 TASKS = ("ocnli", "ocemotion", "tnews")
 TEACHERS = ("pet", "pet_alt", "pet_both")

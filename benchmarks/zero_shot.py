@@ -16,12 +16,12 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from pet_mtl.backbone import load_pretrained  # noqa: E402
-from pet_mtl.cli import CONF_DIR  # noqa: E402
-from pet_mtl.inference import Predictor  # noqa: E402
-from pet_mtl.methods import build_scorer  # noqa: E402
-from pet_mtl.patterns import load_pattern_set  # noqa: E402
-from pet_mtl.regimes import load_task_data  # noqa: E402
+from pet_mtl.backbones.loading import load_pretrained
+from pet_mtl.cli import CONF_DIR
+from pet_mtl.data.regimes import load_task_data
+from pet_mtl.inference.predictor import Predictor
+from pet_mtl.methods import build_scorer
+from pet_mtl.prompts import load_pattern_set
 
 
 def main(overrides: list[str]) -> None:

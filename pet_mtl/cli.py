@@ -10,9 +10,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .config import flatten, register
-from .errors import PetMtlError
-from .resources import CONF_DIR as _CONF_DIR
+from pet_mtl.core.config import flatten, register
+from pet_mtl.core.errors import PetMtlError
+from pet_mtl.core.resources import CONF_DIR as _CONF_DIR
 
 #: the folder Hydra composes configs from: the checkout's conf/, or the wheel's copy (see resources.py)
 CONF_DIR = str(_CONF_DIR)
@@ -73,7 +73,7 @@ def register_user_pattern_sets(argv: list[str]) -> None:
 
     from hydra.core.config_store import ConfigStore
 
-    from .patterns import read_yaml, user_set_files
+    from pet_mtl.prompts import read_yaml, user_set_files
 
     roots: list[str] = []
     for o in _overrides(argv):

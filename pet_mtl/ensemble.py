@@ -17,9 +17,16 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError, PetMtlError
-from .submission import SCORES_META, ZIP_NAME, claimed, score_lines, scores_name, write_folder
-from .tasks import TASKS, get_task
+from pet_mtl.core.errors import DataError, PetMtlError
+from pet_mtl.core.tasks import TASKS, get_task
+from pet_mtl.inference.submission import (
+    SCORES_META,
+    ZIP_NAME,
+    claimed,
+    score_lines,
+    scores_name,
+    write_folder,
+)
 
 
 def read_scores(path: Path, task: str) -> tuple[list[str], torch.Tensor]:

@@ -27,7 +27,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .cli import CONF_DIR, check_overrides, friendly_errors, register_user_pattern_sets
+from pet_mtl.cli import (
+    CONF_DIR,
+    check_overrides,
+    friendly_errors,
+    register_user_pattern_sets,
+)
 
 log = logging.getLogger("pet_mtl")
 SCORES = "unlabelled_scores.json"
@@ -68,8 +73,8 @@ def train_run(run: Path, overrides: list[str]) -> None:
 
 def unlabelled_scores(run: Path, examples: Mapping[str, list[Any]], cfg: Any) -> dict[str, torch.Tensor]:
     """A model's label log-probabilities of the unlabelled rows, computed once and kept beside its run."""
-    from .checkpoint import atomic_write_text
-    from .distillation import model_scores
+    from pet_mtl.core.io import atomic_write_text
+    from pet_mtl.training.distillation import model_scores
 
     path = run / SCORES
     ids = {t: [ex.id for ex in rows] for t, rows in examples.items()}
@@ -85,9 +90,9 @@ def unlabelled_scores(run: Path, examples: Mapping[str, list[Any]], cfg: Any) ->
 def pseudo_labels(out: Path, examples: Mapping[str, list[Any]], gold: Mapping[str, int], teachers: list[Path],
                   cfg: Any, generation: int) -> dict[str, str]:
     """Write the label-balanced confident pseudo-labels of `teachers`' ensemble for one model; task -> file."""
-    from .checkpoint import atomic_write_text
-    from .distillation import soften, teacher_weights
-    from .tasks import get_task
+    from pet_mtl.core.io import atomic_write_text
+    from pet_mtl.core.tasks import get_task
+    from pet_mtl.training.distillation import soften, teacher_weights
 
     weights = teacher_weights([str(t) for t in teachers], cfg.distill.weighted)
     scores = [unlabelled_scores(t, examples, cfg) for t in teachers]
@@ -117,15 +122,15 @@ def pseudo_labels(out: Path, examples: Mapping[str, list[Any]], gold: Mapping[st
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    from .distillation import unlabelled_examples
-    from .regimes import load_task_data
+    from pet_mtl.data.regimes import load_task_data
+    from pet_mtl.training.distillation import unlabelled_examples
 
     out = Path(HydraConfig.get().runtime.output_dir)
     base = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+").startswith(("ipet.", "hydra."))]
     data = load_task_data(cfg)
     examples = unlabelled_examples(cfg, data)
     if not any(examples.values()):
-        from .errors import ConfigError
+        from pet_mtl.core.errors import ConfigError
 
         raise ConfigError("iPET needs unlabelled rows: data.unlabelled.<task>=[...] (e.g. [a,b], the test files)")
     gold = {t: len(d.train) for t, d in data.items()}
@@ -150,7 +155,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from .config import Config
+    from pet_mtl.core.config import Config
 
     check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
     register_user_pattern_sets(sys.argv[1:])

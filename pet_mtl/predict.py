@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .cli import CONF_DIR, check_overrides, friendly_errors
+from pet_mtl.cli import CONF_DIR, check_overrides, friendly_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
@@ -19,8 +19,13 @@ from .cli import CONF_DIR, check_overrides, friendly_errors
 def main(cfg: DictConfig) -> str:
     import torch
 
-    from .config import PREDICT_RANGES, check_ranges
-    from .submission import EVAL_NAME, default_output_dir, write_submission
+    from pet_mtl.core.config import PREDICT_RANGES
+    from pet_mtl.core.validate import check_ranges
+    from pet_mtl.inference.submission import (
+        EVAL_NAME,
+        default_output_dir,
+        write_submission,
+    )
 
     check_ranges(cfg, PREDICT_RANGES)
     if cfg.num_threads:
@@ -42,7 +47,7 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    from .config import PredictConfig
+    from pet_mtl.core.config import PredictConfig
 
     check_overrides(sys.argv[1:], PredictConfig, set(), {"files"})
     main()

@@ -11,13 +11,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .cli import CONF_DIR, check_overrides, friendly_errors
+from pet_mtl.cli import CONF_DIR, check_overrides, friendly_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pretrain")
 @friendly_errors
 def main(cfg: DictConfig) -> float:
-    from .pretrainer import Pretrainer
+    from pet_mtl.pretraining.pretrainer import Pretrainer
 
     summary = Pretrainer(cfg, Path(cfg.out_dir)).fit()
     if summary["main"]:
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from .config import PretrainConfig
+    from pet_mtl.core.config import PretrainConfig
 
     check_overrides(sys.argv[1:], PretrainConfig, set(), {"text"})
     main()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
-from .tasks import get_task
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.core.tasks import get_task
 
 
 @dataclass

@@ -12,7 +12,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .cli import CONF_DIR, check_overrides, friendly_errors, register_user_pattern_sets
+from pet_mtl.cli import (
+    CONF_DIR,
+    check_overrides,
+    friendly_errors,
+    register_user_pattern_sets,
+)
 
 log = logging.getLogger("pet_mtl")
 
@@ -20,9 +25,9 @@ log = logging.getLogger("pet_mtl")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> float:
-    from .resources import data_dir
-    from .submission import write_submission
-    from .trainer import Trainer
+    from pet_mtl.core.resources import data_dir
+    from pet_mtl.inference.submission import write_submission
+    from pet_mtl.training.trainer import Trainer
 
     summary = Trainer(cfg, Path(HydraConfig.get().runtime.output_dir)).fit()
     if not summary["main"]:  # under torchrun, rank 0 reports and predicts
@@ -45,7 +50,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from .config import Config
+    from pet_mtl.core.config import Config
 
     check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
     register_user_pattern_sets(sys.argv[1:])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pet_mtl.backbone import build_tiny
-from pet_mtl.patterns import PATTERNS_ROOT
-from pet_mtl.tasks import TASKS
+from pet_mtl.backbones.loading import build_tiny
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.prompts import PATTERNS_ROOT
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FILLER = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理"
@@ -69,7 +69,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from pet_mtl.backbone import load_pretrained
+    from pet_mtl.backbones.loading import load_pretrained
 
     return load_pretrained(tiny_dir)
 
@@ -85,7 +85,7 @@ def trained_run(tiny_dir, synthetic_dir, tmp_path_factory) -> Path:
     Tests that damage its files work on copies; a test that edits one in place restores it."""
     from helpers import make_cfg
 
-    from pet_mtl.trainer import Trainer
+    from pet_mtl.training.trainer import Trainer
 
     run = tmp_path_factory.mktemp("trained-run")
     Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6", "train.eval_every=3",

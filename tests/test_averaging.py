@@ -10,8 +10,8 @@ from helpers import make_cfg
 from safetensors.torch import load_file
 from torch import nn
 
-from pet_mtl.averaging import TRAINED, WeightAverage
-from pet_mtl.trainer import Trainer
+from pet_mtl.training.algorithms.ema import TRAINED, WeightAverage
+from pet_mtl.training.trainer import Trainer
 
 
 def test_the_average_follows_the_hand_computed_rule_and_swaps_in_and_out():
@@ -68,7 +68,7 @@ def test_averaging_leaves_the_trajectory_alone_and_reports_what_it_bought(tiny_d
 
 
 def test_an_out_of_range_decay_is_refused(tiny_dir, synthetic_dir, tmp_path):
-    from pet_mtl.errors import ConfigError
+    from pet_mtl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"train.ema=1.0: expected a number in \[0, 1\)"):
         Trainer(cfg(tiny_dir, synthetic_dir, "train.ema=1.0"), tmp_path)

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from pet_mtl import calibration
-from pet_mtl.submission import write_submission
-from pet_mtl.tasks import TASKS
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.inference import calibration
+from pet_mtl.inference.submission import write_submission
 
 
 def skewed(n_major=300, n_rare=30, seed=0):

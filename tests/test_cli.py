@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pet_mtl.tasks import TASKS
+from pet_mtl.core.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"

@@ -11,8 +11,15 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from pet_mtl.cli import CONF_DIR
-from pet_mtl.config import Config, DataConfig, PredictConfig, PretrainConfig, flatten
-from pet_mtl.trainer import Trainer, TrainState
+from pet_mtl.core.config import (
+    Config,
+    DataConfig,
+    PredictConfig,
+    PretrainConfig,
+    flatten,
+)
+from pet_mtl.training.state import TrainState
+from pet_mtl.training.trainer import Trainer
 
 SCHEMA_OF_GROUP = {"data": DataConfig}
 

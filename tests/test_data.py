@@ -6,12 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from pet_mtl.data import read_examples, read_jsonl, read_tsv, stratified_split
-from pet_mtl.errors import DataError
-from pet_mtl.tasks import TASKS
-
 from conftest import SHARED
+
+from pet_mtl.core.errors import DataError
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.data.readers import read_examples, read_jsonl, read_tsv, stratified_split
 
 OCNLI, OCEMOTION, TNEWS = TASKS["ocnli"], TASKS["ocemotion"], TASKS["tnews"]
 

@@ -8,14 +8,13 @@ import sys
 
 import pytest
 import torch
+from conftest import write_synthetic
 from helpers import make_cfg
 
-from pet_mtl.distillation import SOFT_LABELS, soften
-from pet_mtl.methods import soft_label_loss
 from pet_mtl.methods.base import NEG
-from pet_mtl.trainer import Trainer
-
-from conftest import write_synthetic
+from pet_mtl.training.distillation import SOFT_LABELS, soften
+from pet_mtl.training.losses import soft_label_loss
+from pet_mtl.training.trainer import Trainer
 
 
 def test_soft_labels_are_the_weighted_average_of_softened_teacher_distributions():
@@ -86,8 +85,8 @@ def test_distill_command_needs_teachers_and_runs_with_them(tiny_dir, synthetic_d
 
 def test_a_capped_sample_of_unlabelled_rows_is_seeded_and_keeps_file_order(synthetic_dir):
     """distill.max_rows_per_task: a seeded sample of each task's unlabelled rows, in the files' order."""
-    from pet_mtl.distillation import unlabelled_examples
-    from pet_mtl.regimes import load_task_data
+    from pet_mtl.data.regimes import load_task_data
+    from pet_mtl.training.distillation import unlabelled_examples
 
     def rows(*extra):
         cfg = make_cfg(f"data.dir={synthetic_dir}", "data.unlabelled.tnews=[a,b]", *extra)

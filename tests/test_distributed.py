@@ -12,11 +12,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FILLER, KEYS, pattern_texts
 from safetensors.torch import load_file
 
-from pet_mtl.backbone import build_tiny
-
-from conftest import FILLER, KEYS, pattern_texts
+from pet_mtl.backbones.loading import build_tiny
 
 
 def free_port() -> int:

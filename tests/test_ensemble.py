@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from pet_mtl.core.errors import DataError
+from pet_mtl.core.tasks import TASKS
 from pet_mtl.ensemble import ensemble, main
-from pet_mtl.errors import DataError
-from pet_mtl.submission import write_submission
-from pet_mtl.tasks import TASKS
+from pet_mtl.inference.submission import write_submission
 
 OCNLI = TASKS["ocnli"].labels  # 0 1 2
 

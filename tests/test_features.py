@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from pet_mtl.data import Example
-from pet_mtl.errors import ConfigError, PatternError
-from pet_mtl.features import ClozeFeaturizer, collate
-from pet_mtl.patterns import Pattern, PatternSpec, load_pattern
+from pet_mtl.core.errors import ConfigError, PatternError
+from pet_mtl.data.readers import Example
+from pet_mtl.methods.features import ClozeFeaturizer, collate
+from pet_mtl.prompts import Pattern, PatternSpec, load_pattern
 
 
 def nli_featurizer(tok, max_length):

@@ -11,18 +11,23 @@ import pytest
 import torch
 from helpers import make_cfg
 from safetensors.torch import load_file, save_file
-
-from pet_mtl.backbone import load_pretrained
-from pet_mtl.checkpoint import load_checkpoint, load_scorer
-from pet_mtl.config import check
-from pet_mtl.data import Example
-from pet_mtl.errors import CheckpointError, ConfigError, DataError, PatternError, TrainingError
-from pet_mtl.features import CHARS_PER_TOKEN, ClozeFeaturizer, clip_fields
-from pet_mtl.patterns import MAX_RENDER_CHARS, Pattern, PatternSpec, load_pattern
-from pet_mtl.submission import write_submission
-from pet_mtl.trainer import Trainer
-
 from test_patterns import TNEWS_WORDS
+
+from pet_mtl.backbones.loading import load_pretrained
+from pet_mtl.core.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    PatternError,
+    TrainingError,
+)
+from pet_mtl.data.readers import Example
+from pet_mtl.inference.checkpoint import load_checkpoint, load_scorer
+from pet_mtl.inference.submission import write_submission
+from pet_mtl.methods.features import CHARS_PER_TOKEN, ClozeFeaturizer, clip_fields
+from pet_mtl.prompts import Pattern, PatternSpec, load_pattern
+from pet_mtl.training.checks import check
+from pet_mtl.training.trainer import Trainer
 
 
 def tnews(source: str, words=None) -> Pattern:

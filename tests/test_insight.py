@@ -11,12 +11,12 @@ import time
 import pytest
 from helpers import make_cfg
 
-from pet_mtl.backbone import load_pretrained
-from pet_mtl.errors import CheckpointError, ConfigError
+from pet_mtl.backbones.loading import load_pretrained
+from pet_mtl.core.errors import CheckpointError, ConfigError
+from pet_mtl.core.tasks import TASKS
 from pet_mtl.metrics import classification_scores
 from pet_mtl.report import main as report_main
-from pet_mtl.tasks import TASKS
-from pet_mtl.trainer import Trainer
+from pet_mtl.training.trainer import Trainer
 
 
 def run(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -143,7 +143,7 @@ def test_checkpoint_last_holds_what_was_asked(mode, files, tiny_dir, synthetic_d
 
 
 def test_the_training_bar_leaves_evaluation_time_out_of_its_clock(tmp_path):
-    from pet_mtl.runlog import RunLog
+    from pet_mtl.training.runlog import RunLog
 
     runlog = RunLog(tmp_path, main=True, progress=True, log_every=2, tensorboard=False)
     with runlog.training(total=10, done=0):

@@ -11,10 +11,10 @@ import time
 import torch
 from helpers import make_cfg
 
-from pet_mtl.distillation import unlabelled_examples
+from pet_mtl.data.regimes import load_task_data
+from pet_mtl.data.unlabelled import never_read
 from pet_mtl.ipet import balanced_confident, pseudo_labels
-from pet_mtl.regimes import load_task_data
-from pet_mtl.unlabelled import never_read
+from pet_mtl.training.distillation import unlabelled_examples
 
 
 def test_pseudo_labels_are_the_most_confident_rows_of_each_label_in_equal_numbers():

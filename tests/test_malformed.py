@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pet_mtl.data import read_examples
-from pet_mtl.errors import DataError
-from pet_mtl.tasks import TASKS
+from pet_mtl.core.errors import DataError
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.data.readers import read_examples
 
 CORPUS = Path(__file__).resolve().parent / "malformed"
 

@@ -10,19 +10,20 @@ import pytest
 import torch
 from helpers import make_cfg
 
-from pet_mtl.checkpoint import load_scorer
-from pet_mtl.data import read_tsv
-from pet_mtl.errors import ConfigError
-from pet_mtl.features import collate
-from pet_mtl.inference import Predictor, score_features
-from pet_mtl.methods import METHODS, MethodOptions, build_scorer, get_method, label_loss, register
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.data.readers import read_tsv
+from pet_mtl.inference.checkpoint import load_scorer
+from pet_mtl.inference.predictor import Predictor, score_features
+from pet_mtl.inference.submission import write_submission
+from pet_mtl.methods import METHODS, MethodOptions, build_scorer, get_method, register
 from pet_mtl.methods.base import NEG
 from pet_mtl.methods.cln import TaskLayerNorm
+from pet_mtl.methods.features import collate
 from pet_mtl.methods.heads import HeadsModel, TextFeaturizer
-from pet_mtl.patterns import PatternSpec, load_pattern
-from pet_mtl.submission import write_submission
-from pet_mtl.tasks import TASKS
-from pet_mtl.trainer import Trainer
+from pet_mtl.prompts import PatternSpec, load_pattern
+from pet_mtl.training.losses import label_loss
+from pet_mtl.training.trainer import Trainer
 
 
 def cloze_patterns():
@@ -136,7 +137,7 @@ def test_cln_at_initialisation_is_exactly_the_unwrapped_model_and_gets_gradients
 
 
 def test_cln_needs_layernorms():
-    from pet_mtl.errors import ConfigError
+    from pet_mtl.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no torch.nn.LayerNorm"):
         TaskLayerNorm(torch.nn.Linear(2, 2), 3, 4)
@@ -201,7 +202,7 @@ def test_heads_feed_a_pair_with_the_segment_ids_a_plain_tokenizer_call_gives(tin
     """Oracle: the collated OCNLI batch is exactly `tokenizer(premises, hypotheses, padding=True)` (ids, mask,
     token types), and the heads' [CLS] state is the plain encoder's on that encoding; one-text tasks and
     segment_ids=False carry no token types, and an old checkpoint (no segment_ids recorded) is read without them."""
-    from pet_mtl.checkpoint import method_options
+    from pet_mtl.inference.checkpoint import method_options
 
     tok, mlm = tiny
     rows = examples["ocnli"]

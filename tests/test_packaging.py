@@ -56,7 +56,7 @@ def test_the_wheel_runs_the_demo_from_an_unrelated_directory(tmp_path):
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
-    where = subprocess.run([str(python), "-c", "import pet_mtl.resources as r; print(r.CONF_DIR)"], cwd=elsewhere,
+    where = subprocess.run([str(python), "-c", "import pet_mtl.core.resources as r; print(r.CONF_DIR)"], cwd=elsewhere,
                            env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr[-2000:]
     assert Path(where.stdout.strip()) == site / "pet_mtl" / "_shipped" / "conf"

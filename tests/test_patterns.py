@@ -9,11 +9,17 @@ import jinja2.meta
 import pytest
 import yaml
 
-from pet_mtl.data import Example
-from pet_mtl.errors import ConfigError, PatternError
-from pet_mtl.features import label_words
-from pet_mtl.patterns import PATTERNS_ROOT, Pattern, PatternSpec, load_pattern, load_pattern_set
-from pet_mtl.tasks import TASKS
+from pet_mtl.core.errors import ConfigError, PatternError
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.data.readers import Example
+from pet_mtl.methods.features import label_words
+from pet_mtl.prompts import (
+    PATTERNS_ROOT,
+    Pattern,
+    PatternSpec,
+    load_pattern,
+    load_pattern_set,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "patterns"
 TNEWS_WORDS = {c: w for c, w in zip(["100", "101", "102", "103", "104", "106", "107", "108", "109", "110", "112",

@@ -13,19 +13,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FILLER
 from helpers import run_and_kill
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from pet_mtl.cli import CONF_DIR
-from pet_mtl.corpus import Corpus, Doc, build_sources, competition_rows_to_skip
-from pet_mtl.data import read_tsv, stratified_split
-from pet_mtl.errors import DataError
-from pet_mtl.masking import Masking, MaskedStream, Packer, Segmenter, encode_doc, mask_sequence
-from pet_mtl.tasks import TASKS
-
-from conftest import FILLER
+from pet_mtl.core.errors import DataError
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.data.corpus import Corpus, Doc, build_sources, competition_rows_to_skip
+from pet_mtl.data.packing import (
+    MaskedStream,
+    Masking,
+    Packer,
+    Segmenter,
+    encode_doc,
+    mask_sequence,
+)
+from pet_mtl.data.readers import read_tsv, stratified_split
 
 #: 30 three-character "words": a corpus of them is learnable in a few dozen steps by a tiny model
 WORDS = [FILLER[i:i + 3] for i in range(0, 90, 3)]
@@ -203,8 +209,8 @@ def test_a_line_that_is_not_utf8_is_counted_and_named(tmp_path, caplog):
 def test_tiny_model_pretrains_and_its_output_loads_everywhere(tiny_dir, corpus_file, synthetic_dir, tmp_path):
     from helpers import make_cfg
 
-    from pet_mtl.pretrainer import Pretrainer
-    from pet_mtl.trainer import Trainer
+    from pet_mtl.pretraining.pretrainer import Pretrainer
+    from pet_mtl.training.trainer import Trainer
 
     out = tmp_path / "adapted"
     cfg = pretrain_cfg(*base_overrides(tiny_dir, out, corpus_file), "train.max_steps=60", "train.eval_every=30",
@@ -227,7 +233,7 @@ def test_tiny_model_pretrains_and_its_output_loads_everywhere(tiny_dir, corpus_f
 
 
 def test_random_init_from_a_tokenizer(tiny_dir, corpus_file, tmp_path):
-    from pet_mtl.pretrainer import Pretrainer
+    from pet_mtl.pretraining.pretrainer import Pretrainer
 
     out = tmp_path / "scratch"
     overrides = [o for o in base_overrides(tiny_dir, out, corpus_file) if not o.startswith("model.path")]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from helpers import make_cfg
 
-from pet_mtl.methods import label_loss, rdrop_loss
 from pet_mtl.methods.base import NEG
-from pet_mtl.trainer import Trainer
+from pet_mtl.training.losses import label_loss, rdrop_loss
+from pet_mtl.training.trainer import Trainer
 
 
 def test_rdrop_loss_matches_a_hand_computation():
@@ -42,7 +42,7 @@ def trainer(tiny_dir, synthetic_dir, run_dir, *extra):
 @pytest.mark.parametrize("method", ["pet", "heads"])
 def test_the_two_passes_differ_only_by_dropout(tiny_dir, synthetic_dir, tmp_path, method):
     t = trainer(tiny_dir, synthetic_dir, tmp_path, f"method={method}", "train.rdrop=1.0", "train.max_steps=1")
-    from pet_mtl.features import collate
+    from pet_mtl.methods.features import collate
 
     batch = collate(t.features[:8], t.tokenizer.pad_token_id, 1)
     doubled = {k: torch.cat([v, v]) for k, v in batch.items()}

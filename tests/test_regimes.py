@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from helpers import make_cfg
 
-from pet_mtl.checkpoint import load_scorer
-from pet_mtl.data import read_tsv
-from pet_mtl.inference import Predictor
-from pet_mtl.trainer import Trainer
-from pet_mtl.errors import ConfigError, DataError
-from pet_mtl.regimes import load_task_data, text_key
-from pet_mtl.tasks import TASKS
+from pet_mtl.core.errors import ConfigError, DataError
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.data.readers import read_tsv
+from pet_mtl.data.regimes import load_task_data, text_key
+from pet_mtl.inference.checkpoint import load_scorer
+from pet_mtl.inference.predictor import Predictor
+from pet_mtl.training.trainer import Trainer
 
 JSON_LABEL = {"0": "entailment", "1": "neutral", "2": "contradiction"}
 

@@ -70,7 +70,7 @@ def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run
     rows and the weight average (trained weights in the state, the average in the checkpoint) keep the exact-resume
     guarantee: stopped right after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an
     uninterrupted one."""
-    from pet_mtl.trainer import Trainer
+    from pet_mtl.training.trainer import Trainer
 
     def cfg(*extra):
         return make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}",

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from pet_mtl.errors import ConfigError
-from pet_mtl.sampling import MultiTaskBatches
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.data.sampling import MultiTaskBatches
 
 ITEMS = {"a": list(range(0, 60)), "b": list(range(60, 80)), "c": list(range(80, 85))}
 TASK_OF = {i: t for t, v in ITEMS.items() for i in v}

@@ -7,13 +7,12 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from pet_mtl.data import Example
-from pet_mtl.features import ClozeFeaturizer, collate, label_words
-from pet_mtl.inference import example_scores, score_features
-from pet_mtl.methods import label_loss
+from pet_mtl.data.readers import Example
+from pet_mtl.inference.predictor import example_scores, score_features
 from pet_mtl.methods.cloze import ClozeModel
-from pet_mtl.patterns import Pattern, PatternSpec, load_pattern
-
+from pet_mtl.methods.features import ClozeFeaturizer, collate, label_words
+from pet_mtl.prompts import Pattern, PatternSpec, load_pattern
+from pet_mtl.training.losses import label_loss
 
 UNEVEN_TNEWS = {"100": "小故事", "101": "文化", "102": "娱乐", "103": "体", "104": "财经", "106": "房产", "107": "汽车",
                 "108": "教育", "109": "科技", "110": "军事", "112": "旅游", "113": "国际", "114": "股票", "115": "农业",
@@ -87,7 +86,7 @@ def test_label_words_pad_shorter_words_with_the_pad_token(tiny):
 
 
 def test_declared_slot_shorter_than_a_word_is_refused(tiny):
-    from pet_mtl.errors import PatternError
+    from pet_mtl.core.errors import PatternError
 
     tok, _ = tiny
     p = Pattern("tnews", "fixed", "{{ title }}{{ mask(2) }}", UNEVEN_TNEWS, origin="fixed.j2")
@@ -159,7 +158,7 @@ def test_full_forward_fallback_gives_the_same_scores(tiny):
 
 
 def test_pattern_ensemble_averages_an_examples_pattern_scores():
-    from pet_mtl.features import Feature
+    from pet_mtl.methods.features import Feature
 
     feats = [Feature((1,), 0, 1, p, 0, -1, ex) for ex, p in [(0, 0), (0, 1), (1, 0), (1, 1)]]
     scores = torch.tensor([[0.0, -2.0], [-2.0, 0.0], [-1.0, -3.0], [-1.0, -1.0]])

@@ -7,18 +7,17 @@ import zipfile
 
 import pytest
 import torch
-
-from pet_mtl.checkpoint import load_checkpoint
-from pet_mtl.inference import score_features
-from pet_mtl.trainer import Trainer
-from pet_mtl.errors import CheckpointError, ConfigError, DataError
-from pet_mtl.features import ClozeFeaturizer
-from pet_mtl.methods.cloze import ClozeModel
-from pet_mtl.submission import write_submission
-from pet_mtl.tasks import TASKS
-
 from conftest import synthetic_rows, write_tsv
 from helpers import make_cfg
+
+from pet_mtl.core.errors import CheckpointError, ConfigError, DataError
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.inference.checkpoint import load_checkpoint
+from pet_mtl.inference.predictor import score_features
+from pet_mtl.inference.submission import write_submission
+from pet_mtl.methods.cloze import ClozeModel
+from pet_mtl.methods.features import ClozeFeaturizer
+from pet_mtl.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ def test_pickle_files_are_refused_unless_trusted(trained, tmp_path):
 
 
 def test_model_path_with_a_pickle_is_refused(tiny_dir, tmp_path):
-    from pet_mtl.backbone import load_pretrained
+    from pet_mtl.backbones.loading import load_pretrained
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_dir, model_dir)

@@ -2,22 +2,21 @@
 from __future__ import annotations
 
 import gzip
-import logging
 import json
+import logging
 import shutil
 
 import pytest
-from helpers import make_cfg
-
-from pet_mtl.backbone import load_pretrained
-from pet_mtl.corpus import Corpus
-from pet_mtl.errors import ConfigError
-from pet_mtl.regimes import load_task_data
-from pet_mtl.trainer import Trainer
-from pet_mtl.unlabelled import never_read, sources
-
-from test_pretrain import corpus_lines
 import test_scoring
+from helpers import make_cfg
+from test_pretrain import corpus_lines
+
+from pet_mtl.backbones.loading import load_pretrained
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.data.corpus import Corpus
+from pet_mtl.data.regimes import load_task_data
+from pet_mtl.data.unlabelled import never_read, sources
+from pet_mtl.training.trainer import Trainer
 
 
 def test_sources_resolve_test_files_and_never_read_validation_rows(synthetic_dir, tmp_path):

@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import KEYS
 from helpers import make_cfg
 
-from pet_mtl.features import ClozeFeaturizer
-from pet_mtl.patterns import PATTERNS_ROOT, Pattern, PatternSpec, load_pattern, load_pattern_set
-from pet_mtl.tasks import TASKS
-from pet_mtl.trainer import Trainer
-
-from conftest import KEYS
+from pet_mtl.core.tasks import TASKS
+from pet_mtl.methods.features import ClozeFeaturizer
+from pet_mtl.prompts import (
+    PATTERNS_ROOT,
+    Pattern,
+    PatternSpec,
+    load_pattern,
+    load_pattern_set,
+)
+from pet_mtl.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
@@ -47,7 +52,7 @@ def test_several_words_per_label_are_described_and_may_not_repeat(tiny):
     line = ClozeFeaturizer(tok, {"tnews": [p]}, 64).describe()[0]
     assert "104=财经[财 经]|经济[经 济]" in line
     words = yaml.safe_load((PATTERNS_ROOT / "tnews" / "verbalizers.yaml").read_text())["synonyms"]
-    from pet_mtl.errors import PatternError
+    from pet_mtl.core.errors import PatternError
 
     with pytest.raises(PatternError, match="labels 100 and 101 share the word '故事'"):
         Pattern("tnews", "t", "{{ mask }}{{ title }}", {**words, "101": ["文化", "故事"]}, origin="t.j2")

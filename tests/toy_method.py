@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pet_mtl.core.tasks import get_task
 from pet_mtl.methods import Method
 from pet_mtl.methods.base import NEG, Scorer
 from pet_mtl.methods.heads import TextFeaturizer
-from pet_mtl.tasks import get_task
 
 
 class BagOfEmbeddings(Scorer):

@@ -20,12 +20,12 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError
-from ..patterns import Pattern
-from .base import Featurizer, Method, MethodOptions, Scorer, label_loss, rdrop_loss, soft_label_loss
-from .cln import CLN, PET_CLN
-from .cloze import PET
-from .heads import HEADS
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.methods.base import Featurizer, Method, MethodOptions, Scorer
+from pet_mtl.methods.cln import CLN, PET_CLN
+from pet_mtl.methods.cloze import PET
+from pet_mtl.methods.heads import HEADS
+from pet_mtl.prompts import Pattern
 
 METHODS: dict[str, Method] = {}
 
@@ -60,5 +60,4 @@ def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns:
     return featurizer, m.scorer(mlm, featurizer, options)
 
 
-__all__ = ["METHODS", "Featurizer", "Method", "MethodOptions", "Scorer", "build_scorer", "get_method", "label_loss", "rdrop_loss", "soft_label_loss",
-           "register"]
+__all__ = ["METHODS", "Featurizer", "Method", "MethodOptions", "Scorer", "build_scorer", "get_method", "register"]

@@ -17,10 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .base import Featurizer, Method, MethodOptions, Scorer, ScorerFactory
-from .cloze import cloze_featurizer, cloze_scorer
-from .heads import heads_scorer, text_featurizer
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.methods.base import (
+    Featurizer,
+    Method,
+    MethodOptions,
+    Scorer,
+    ScorerFactory,
+)
+from pet_mtl.methods.cloze import cloze_featurizer, cloze_scorer
+from pet_mtl.methods.heads import heads_scorer, text_featurizer
 
 
 class TaskLayerNorm(nn.Module):

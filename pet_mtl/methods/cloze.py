@@ -16,21 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..features import ClozeFeaturizer
-from ..patterns import Pattern
-from .base import NEG, Featurizer, Method, MethodOptions, Scorer
-
-
-def mlm_head(mlm: nn.Module) -> nn.Module | None:
-    """The child module that maps hidden states to vocabulary logits (BERT `cls`, RoBERTa `lm_head`, ...).
-
-    Found generically as the top-level child, other than the encoder, that contains the output embeddings;
-    None when a model's head cannot be applied on its own (then the scorer falls back to the full forward).
-    """
-    out = mlm.get_output_embeddings()
-    base = getattr(mlm, "base_model_prefix", None)
-    heads = [m for name, m in mlm.named_children() if name != base and any(x is out for x in m.modules())]
-    return heads[0] if len(heads) == 1 else None
+from pet_mtl.backbones.mlm import mlm_head
+from pet_mtl.methods.base import NEG, Featurizer, Method, MethodOptions, Scorer
+from pet_mtl.methods.features import ClozeFeaturizer
+from pet_mtl.prompts import Pattern
 
 
 class ClozeModel(Scorer):

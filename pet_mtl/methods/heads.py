@@ -15,12 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import Example
-from ..errors import ConfigError
-from ..features import Feature, clip_fields, has_token_types, second_segment
-from ..patterns import Pattern
-from ..tasks import get_task
-from .base import NEG, Featurizer, Method, MethodOptions, Scorer
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.core.tasks import get_task
+from pet_mtl.data.readers import Example
+from pet_mtl.methods.base import NEG, Featurizer, Method, MethodOptions, Scorer
+from pet_mtl.methods.features import (
+    Feature,
+    clip_fields,
+    has_token_types,
+    second_segment,
+)
+from pet_mtl.prompts import Pattern
 
 
 class TextFeaturizer:

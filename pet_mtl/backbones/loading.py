@@ -1,0 +1,115 @@
+"""Where the masked LM and its tokenizer come from: a Hugging Face directory, or a tiny random BERT.
+
+The tiny model exists so the demo and the tests run anywhere in seconds with no download: a character vocabulary
+built from the text it will see, and a 2-layer BERT with random weights. It is saved like any checkpoint and
+loaded back through `from_pretrained`, so it exercises exactly the code path a real model takes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Iterable
+
+import transformers
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+)
+
+from pet_mtl.core.errors import CheckpointError, ConfigError
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def refuse_pickles(directory: Path, trust_pickle: bool) -> None:
+    """Pickle files can run code when loaded; a shared directory that holds one is refused unless trusted."""
+    if trust_pickle:
+        return
+    found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if found:
+        raise CheckpointError(found[0], None, "pickle file found: loading it could execute code. pet_mtl loads "
+                              "weights only from safetensors; convert it, or pass model.trust_pickle=true if you "
+                              "trust its author")
+
+
+#: weights a pretraining checkpoint may hold that a masked LM does not use (next-sentence head, pooler)
+UNUSED_PRETRAINING_WEIGHTS = (".seq_relationship.", "pooler.")
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir: str | Path | None = None,
+                    strict: bool = True, exact: bool = False):
+    """(tokenizer, masked LM) from a local directory (the tokenizer may live in another), never from the hub.
+
+    Verified, since transformers otherwise fills what is missing with random weights and only logs it: every
+    weight the model needs must be in the files with its shape, and (`exact`, for pet_mtl's own checkpoints)
+    nothing else may be; a backbone may carry the unused weights of pretraining heads. `strict=False` loads
+    whatever matches and logs the rest, for those who want it.
+    """
+    given, path = str(path), Path(path)
+    if not path.is_dir():
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", given) and not path.exists():
+            raise ConfigError(f"model.path={given} looks like a Hugging Face hub id; nothing is downloaded here. On a "
+                              f"machine with internet run `hf download {given} --local-dir {given.split('/')[1]}` "
+                              f"(older hubs: huggingface-cli download), copy the folder here and pass "
+                              f"model.path=<that folder>")
+        raise ConfigError(f"model.path={path} is not a directory; pass a local Hugging Face masked-LM directory "
+                          "(nothing is downloaded)")
+    refuse_pickles(path, trust_pickle)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
+    except Exception as e:  # a missing or corrupt tokenizer file; transformers raises many types
+        raise CheckpointError(tokenizer_dir or path, None, f"cannot load the tokenizer: {_first_line(e)}") from None
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                                           use_safetensors=None if trust_pickle else True)
+    except Exception as e:  # truncated safetensors, a config.json that does not parse, shapes that disagree...
+        raise CheckpointError(path, None, f"cannot load the masked LM: {_first_line(e)}") from None
+    unexpected = sorted(info["unexpected_keys"])
+    if not exact:
+        unexpected = [k for k in unexpected if not any(u in k for u in UNUSED_PRETRAINING_WEIGHTS)]
+    problems = [f"{what} {sorted(keys)[:4]}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
+                for what, keys in (("missing weights", sorted(info["missing_keys"])),
+                                   ("weights of another shape", [str(k) for k in info["mismatched_keys"]]),
+                                   ("weights the model does not have", unexpected)) if keys]
+    if problems:
+        message = ("the weights do not match config.json: " + "; ".join(problems) + ". transformers would fill "
+                   "missing weights with random values")
+        if strict:
+            raise CheckpointError(path, None, message + "; pass strict=false (model.strict=false) to load anyway")
+        logging.getLogger("pet_mtl").warning("%s: %s (strict=false: loaded anyway)", path, message)
+    return tokenizer, model
+
+
+def build_tiny(directory: str | Path, texts: Iterable[str], hidden: int = 64, layers: int = 2, heads: int = 2,
+               seed: int = 0, dropout: float = 0.1):
+    """Write a random tiny BERT masked LM + character tokenizer to `directory` and load it back."""
+    import torch
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = sorted({c for t in texts for c in t if not c.isspace()} | set("0123456789abcdefghijklmnopqrstuvwxyz"))
+    vocab = SPECIALS + [c for c in chars if c not in SPECIALS]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                                 "do_lower_case": True}), encoding="utf-8")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=hidden * 4, max_position_embeddings=512,
+                        pad_token_id=0, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        BertForMaskedLM(config).save_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return load_pretrained(directory)

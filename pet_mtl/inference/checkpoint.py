@@ -1,0 +1,165 @@
+"""Self-contained checkpoint directories, written atomically and loaded without pickle.
+
+Layout of a checkpoint directory:
+  model/          the masked LM's save_pretrained (safetensors + config.json): a plain backbone any tool can load
+  method.safetensors  the method's own parameters (task heads, conditional LayerNorm), when it has any
+  tokenizer/      save_pretrained (tokenizer.json, vocab, config)
+  pet_mtl.json    method and its options, tasks and their label codes, the patterns (template source +
+                  verbalizer; none for methods that read plain text), max_length, the step and metrics it was saved at
+  config.yaml     the resolved training config
+  train_state/    (checkpoint-last only) optimizer tensors as safetensors, scheduler/sampler/RNG state as JSON
+The directory is built under a temporary name beside the target and renamed into place, so a crash leaves either
+the old checkpoint or the new one, never a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from pet_mtl.backbones.loading import load_pretrained, refuse_pickles
+from pet_mtl.core.errors import CheckpointError, ConfigError
+from pet_mtl.core.io import atomic_dir
+from pet_mtl.core.tasks import get_task
+from pet_mtl.methods import MethodOptions, Scorer, build_scorer, get_method
+from pet_mtl.prompts import Pattern
+
+FORMAT_VERSION = 1
+META = "pet_mtl.json"
+METHOD_STATE = "method.safetensors"
+
+
+def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config_yaml: str,
+                    write_extra: Callable[[Path], None] | None = None) -> Path:
+    """`model` is a `Scorer`: its masked LM goes to model/, its other parameters to method.safetensors.
+    `write_extra(folder)` adds files of the caller's own (training writes its resumable state there) before the
+    folder is swapped in, so they are part of the same atomic write."""
+
+    def write(tmp: Path) -> None:
+        model.mlm.save_pretrained(tmp / "model", safe_serialization=True)
+        extra = model.extra_state()
+        if extra:
+            save_file({k: v.detach().contiguous() for k, v in extra.items()}, tmp / METHOD_STATE)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        doc = {"format_version": FORMAT_VERSION, **meta, "special_tokens": special_tokens(tokenizer)}
+        (tmp / META).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        if write_extra is not None:
+            write_extra(tmp)
+
+    return atomic_dir(target, write)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory, given it or a run directory that holds checkpoint-best."""
+    path = Path(path)
+    for cand in (path, path / "checkpoint-best"):
+        if (cand / META).is_file():
+            return cand
+    raise CheckpointError(path, None, f"not a pet_mtl checkpoint (no {META}) nor a run directory with checkpoint-best/")
+
+
+#: what pet_mtl.json must hold, and of which type (other keys are informative)
+META_SCHEMA = {"method": str, "method_options": dict, "tasks": dict, "patterns": list, "max_length": int}
+SPECIAL_TOKENS = ("pad_token", "mask_token", "cls_token", "sep_token", "unk_token")
+
+
+def special_tokens(tokenizer) -> dict[str, list]:
+    """The tokenizer's special tokens and their ids: a checkpoint records them, and loading compares."""
+    return {name: [getattr(tokenizer, name), getattr(tokenizer, f"{name}_id")] for name in SPECIAL_TOKENS}
+
+
+def load_meta(ckpt: Path) -> dict[str, Any]:
+    path = ckpt / META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(path, None, f"unreadable: {type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(path, None, "not a JSON object")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(path, None, f"format_version {meta.get('format_version')} is not "
+                              f"{FORMAT_VERSION}; written by another pet_mtl version")
+    meta.setdefault("method", "pet")  # checkpoints from before the methods registry
+    meta.setdefault("method_options", {"cln_dim": meta.get("cln_dim", MethodOptions.cln_dim)})
+    for key, kind in META_SCHEMA.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise CheckpointError(path, None, f"{key!r} must be a {kind.__name__}, found {json.dumps(meta.get(key))[:80]}")
+    try:
+        get_method(meta["method"])
+        method_options(meta)
+        for name, info in meta["tasks"].items():
+            if not isinstance(info, dict) or tuple(info.get("labels") or ()) != get_task(name).labels:
+                raise CheckpointError(path, None, f"{name} label codes {info} differ from this pet_mtl's "
+                                      f"{list(get_task(name).labels)}")
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(path, None, f"{e}; written by another pet_mtl version?") from None
+    return meta
+
+
+def load_checkpoint(path: str | Path, trust_pickle: bool = False, strict: bool = True):
+    """(checkpoint dir, tokenizer, masked LM, meta, patterns by task), verified: the weights are exactly those the
+    model needs, and the tokenizer's special tokens are the ones the checkpoint was trained with."""
+    ckpt = resolve(path)
+    refuse_pickles(ckpt, trust_pickle)
+    meta = load_meta(ckpt)
+    tokenizer, mlm = load_pretrained(ckpt / "model", trust_pickle, tokenizer_dir=ckpt / "tokenizer", strict=strict,
+                                     exact=True)
+    recorded, found = meta.get("special_tokens"), special_tokens(tokenizer)
+    if recorded is not None and recorded != found:
+        changed = {k: f"{recorded.get(k)} -> {found[k]}" for k in found if recorded.get(k) != found[k]}
+        message = f"the tokenizer's special tokens differ from the ones the model was trained with: {changed}"
+        if strict:
+            raise CheckpointError(ckpt / "tokenizer", None, message + "; pass strict=false to load anyway")
+        logging.getLogger("pet_mtl").warning("%s (strict=false: loaded anyway)", message)
+    patterns: dict[str, list[Pattern]] = {t: [] for t in meta["tasks"]}
+    for i, d in enumerate(meta["patterns"]):
+        if not isinstance(d, dict) or d.get("task") not in patterns or not all(
+                isinstance(d.get(k), str) for k in ("name", "source")) or not isinstance(d.get("verbalizer"), dict):
+            raise CheckpointError(ckpt / META, None, f"patterns[{i}] is not a pattern of one of its tasks "
+                                  "({task, name, source, verbalizer})")
+        patterns[d["task"]].append(Pattern.from_dict(d, str(ckpt / META)))
+    return ckpt, tokenizer, mlm, meta, patterns
+
+
+def method_options(meta: dict[str, Any]) -> MethodOptions:
+    # a checkpoint from before segment ids existed was trained without them: feed it as it was trained
+    return MethodOptions(**{"segment_ids": False, **meta.get("method_options", {})})
+
+
+def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = True):
+    """(checkpoint dir, meta, featurizer, model): the method the checkpoint names, rebuilt with its weights."""
+    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, trust_pickle, strict)
+    featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, list(meta["tasks"]),
+                                     meta["max_length"], method_options(meta))
+    load_method_state(model, ckpt)
+    return ckpt, meta, featurizer, model
+
+
+def load_weights(model: Scorer, path: str | Path) -> None:
+    """Put a checkpoint's weights (masked LM and method parameters) into an already built model of its method."""
+    ckpt, _, saved, _, _ = load_checkpoint(path)
+    model.mlm.load_state_dict(saved.state_dict())
+    load_method_state(model, ckpt)
+
+
+def load_method_state(model, ckpt: Path) -> None:
+    """Load method.safetensors into `model`; every non-backbone parameter must be there, and nothing else."""
+    expected = {k: tuple(v.shape) for k, v in model.extra_state().items()}
+    path = ckpt / METHOD_STATE
+    try:
+        tensors = load_file(path) if path.is_file() else {}
+    except Exception as e:  # a truncated or corrupt file
+        raise CheckpointError(path, None, f"unreadable: {type(e).__name__}: {str(e)[:200]}") from None
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != expected:
+        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        shapes = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
+        raise CheckpointError(path, None, f"method parameters do not match the model: missing {missing[:5]}, "
+                              f"unexpected {extra[:5]}, other shape {shapes[:5]}")
+    model.load_state_dict(tensors, strict=False)
+

@@ -1,0 +1,344 @@
+"""The pattern workbench, `python -m pet_mtl.patterns <command>`: what a pattern author needs before a training run.
+
+  check               validate every template with every verbalizer under the pattern roots (and named sets);
+                      with --model also against its tokenizer (unknown tokens, token counts, slot fit, warnings)
+  preview             render examples through a pattern: the text the model sees after truncation, the slot, and
+                      each label word's tokens
+  zero-shot           score a labelled sample through a pattern set before any training, per pattern and per
+                      scoring rule: macro-F1, accuracy, and which labels the model's prior favours
+  search-verbalizers  find label words the model already associates with each label (in the spirit of PETAL and
+                      LM-BFF's automatic label words) and write a verbalizer file
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from pet_mtl.core.config import DataConfig
+from pet_mtl.core.errors import PetMtlError
+from pet_mtl.core.resources import CONF_DIR, data_dir
+from pet_mtl.core.tasks import TASKS, get_task
+from pet_mtl.data.readers import Example, read_examples, stratified_split
+from pet_mtl.prompts import (
+    SCORING_RULES,
+    Pattern,
+    PatternSpec,
+    load_pattern,
+    load_pattern_set,
+    pattern_roots,
+    read_yaml,
+    user_set_files,
+)
+
+CJK = re.compile(r"[\u4e00-\u9fff]+")
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def _tokenizer_and_model(model: str | None, texts: Sequence[str] = ()):
+    """The masked LM at `model`, or (for check/preview without one) a tiny random BERT over the given text."""
+    from pet_mtl.backbones.loading import build_tiny, load_pretrained
+
+    if model is not None:
+        return load_pretrained(model)
+    return build_tiny(Path(tempfile.mkdtemp(prefix="pet_mtl-workbench-")), texts)
+
+
+def _pattern_set(name: str, roots: Sequence[Path]) -> dict:
+    """A pattern set by name: <root>/sets/<name>.yaml in the user's roots, else the shipped conf/patterns/."""
+    path = user_set_files(roots).get(name, Path(CONF_DIR) / "patterns" / f"{name}.yaml")
+    if not path.is_file():
+        raise PetMtlError(f"no pattern set {name!r} in {', '.join(str(r / 'sets') for r in roots)} or "
+                          f"{CONF_DIR}/patterns")
+    return read_yaml(path) or {}
+
+
+def _patterns(args, tasks: Sequence[str]) -> dict[str, list[Pattern]]:
+    roots = pattern_roots(args.roots)
+    if getattr(args, "template", None):
+        spec = PatternSpec(args.template, args.verbalizer, args.scoring_rule)
+        return {tasks[0]: [load_pattern(tasks[0], spec, roots)]}
+    return load_pattern_set(_pattern_set(args.set, roots), tasks, roots, args.scoring_rule or "word")
+
+
+def _labelled(task: str, args, rows: int, part: str = "val") -> list[Example]:
+    """A seeded, stratified sample of labelled rows: from --file, or from the task's training file in --data-dir
+    carved as training carves its validation split (part="val") or from the rest (part="train")."""
+    t = get_task(task)
+    if getattr(args, "file", None):
+        examples = read_examples(args.file, t, labelled=True)
+    else:
+        defaults = DataConfig()
+        train, val = stratified_split(read_examples(data_dir(args.data_dir) / t.files["train"], t, labelled=True),
+                                      defaults.val_size, defaults.split_seed)
+        examples = val if part == "val" else train
+    return examples if len(examples) <= rows else stratified_split(examples, rows, 0)[1]
+
+
+def _add_common(p: argparse.ArgumentParser, model_required: bool = False) -> None:
+    p.add_argument("--roots", nargs="*", default=[], help="your pattern folders, searched before the shipped ones")
+    p.add_argument("--model", required=model_required, help="a local masked-LM folder (e.g. ../shared/models/zh-mini-mlm)")
+    p.add_argument("--max-length", type=int, default=128)
+
+
+def _add_patterns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", default="default", help="a pattern set (default: default)")
+    p.add_argument("--template", help="one template instead of a set, e.g. tnews/topic.j2 (needs --task)")
+    p.add_argument("--verbalizer", default="default", help="with --template: the verbalizer's name")
+    p.add_argument("--scoring-rule", choices=list(SCORING_RULES), help="scoring rule for patterns that name none")
+
+
+# ---------------------------------------------------------------- check
+
+
+def check(args) -> int:
+    roots = pattern_roots(args.roots)
+    tokenizer = _tokenizer_and_model(args.model)[0] if args.model else None
+    failures = 0
+    for root in roots:
+        for template in sorted(root.glob("*/*.j2")):
+            task = template.parent.name
+            if task not in TASKS:
+                print(f"error: {template}: folder {task!r} is not a task ({', '.join(TASKS)})")
+                failures += 1
+                continue
+            try:
+                names = list(read_yaml(template.parent / "verbalizers.yaml") or {})
+            except (OSError, PetMtlError) as e:
+                print(f"error: {template.parent / 'verbalizers.yaml'}: {str(e).splitlines()[0]}")
+                failures += 1
+                continue
+            for name in names:
+                try:
+                    p = load_pattern(task, PatternSpec(str(template), name), roots)
+                    detail = ""
+                    if tokenizer is not None:
+                        from pet_mtl.methods.features import ClozeFeaturizer
+
+                        featurizer = ClozeFeaturizer(tokenizer, {task: [p]}, args.max_length)
+                        detail = " | " + featurizer.describe()[0].split(": ", 1)[1]  # its warnings are logged
+                    print(f"ok: {template} @{name}{detail}")
+                except PetMtlError as e:
+                    print(f"error: {e}")
+                    failures += 1
+    for name in args.sets:
+        try:
+            load_pattern_set(_pattern_set(name, roots), list(TASKS), roots)
+            print(f"ok: pattern set {name}")
+        except PetMtlError as e:
+            print(f"error: pattern set {name}: {e}")
+            failures += 1
+    print(f"{failures} problem(s)" if failures else "all patterns valid")
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------- preview
+
+
+def preview(args) -> int:
+    from pet_mtl.methods.features import ClozeFeaturizer
+
+    task = args.task
+    examples = _labelled(task, args, args.n) if args.labelled else _unlabelled(task, args)
+    patterns = _patterns(args, [task])
+    texts = [v for e in examples for v in e.fields.values()] + [p.source for p in patterns[task]]
+    texts += [w for p in patterns[task] for ws in p.word_lists().values() for w in ws]
+    tokenizer, _ = _tokenizer_and_model(args.model, texts)
+    featurizer = ClozeFeaturizer(tokenizer, patterns, args.max_length)
+    for line in featurizer.describe():
+        print(line)
+    for ex in examples[: args.n]:
+        print(f"\n{task} {ex.id}" + (f" (label {ex.label})" if ex.label else "") + f" from {ex.source}")
+        for f in featurizer.encode([ex], with_labels=False):
+            pattern = featurizer.patterns[f.pattern]
+            full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.pattern))["input_ids"])
+            tokens = tokenizer.convert_ids_to_tokens(list(f.input_ids))
+            print(f"  {pattern.name}: {len(tokens)} tokens" + (f" (cut from {full})" if full > len(tokens) else "")
+                  + f", slot at {f.slot_start}..{f.slot_start + f.slot_len - 1}")
+            print("  model sees: " + " ".join(tokens))
+    return 0
+
+
+def _unlabelled(task: str, args) -> list[Example]:
+    t = get_task(task)
+    path = Path(args.file) if args.file else data_dir(args.data_dir) / t.files["train"]
+    for labelled in (True, False):
+        try:
+            return read_examples(path, t, labelled=labelled)[: args.n]
+        except PetMtlError:
+            if not labelled:
+                raise
+    return []
+
+
+# ---------------------------------------------------------------- zero-shot
+
+
+def zero_shot(args) -> int:
+    import torch
+
+    from pet_mtl.inference.predictor import Predictor, score_predictions
+    from pet_mtl.methods import build_scorer
+
+    tokenizer, mlm = _tokenizer_and_model(args.model)
+    tasks = args.tasks or list(TASKS)
+    rules = args.rules.split(",")
+    print("| task | pattern | scoring | macro-F1 | accuracy | predicted labels (count) |")
+    print("|---|---|---|---|---|---|")
+    for task in tasks:
+        examples = _labelled(task, args, args.rows)
+        for rule in rules:
+            args.scoring_rule = rule
+            for pattern in _patterns(args, [task])[task]:
+                featurizer, model = build_scorer("pet", tokenizer, mlm, {task: [pattern]}, [task], args.max_length)
+                predictor = Predictor(featurizer, model.eval())
+                with torch.inference_mode():
+                    preds = predictor.predict(examples)
+                s = score_predictions(examples, preds)
+                counts = collections.Counter(get_task(task).labels[p] for p in preds)
+                print(f"| {task} | {pattern.name} | {pattern.scoring} | {s['macro_f1']:.4f} | {s['accuracy']:.4f} | "
+                      + ", ".join(f"{c}: {n}" for c, n in counts.most_common()) + " |")
+    return 0
+
+
+# ---------------------------------------------------------------- search-verbalizers
+
+
+def ngram_candidates(texts: Sequence[str], n_chars: int, limit: int) -> list[str]:
+    """The most frequent runs of n Chinese characters in the texts (a word list for the search)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        for run in CJK.findall(text):
+            counts.update(run[i:i + n_chars] for i in range(len(run) - n_chars + 1))
+    return [w for w, _ in counts.most_common(limit)]
+
+
+def search_verbalizers(args) -> int:
+    import torch
+
+    from pet_mtl.inference.predictor import Predictor, score_predictions
+    from pet_mtl.methods import build_scorer
+    from pet_mtl.methods.features import collate
+
+    task = get_task(args.task)
+    tokenizer, mlm = _tokenizer_and_model(args.model)
+    train = _labelled(task.name, args, args.rows, part="train")
+    if args.words:
+        words = [w.strip() for w in Path(args.words).read_text(encoding="utf-8").splitlines() if w.strip()]
+    else:
+        words = ngram_candidates([v for e in train for v in e.fields.values()], args.tokens, args.candidates)
+    words = [w for w in dict.fromkeys(words)
+             if len(ids := tokenizer(w, add_special_tokens=False)["input_ids"]) == args.tokens
+             and tokenizer.unk_token_id not in ids]
+    if len(words) < task.num_labels:
+        raise PetMtlError(f"only {len(words)} candidate words of {args.tokens} tokens; give --words or more --rows")
+    roots = pattern_roots(args.roots)
+    first = _pattern_set("default", roots)[task.name][0]  # the task's pattern in the default set
+    template = args.template or (first if isinstance(first, str) else first["template"])
+    probe = load_pattern(task.name, PatternSpec(template), roots)
+    # the template with a slot of --tokens positions: placeholder words of that length (their scores are not used)
+    pattern = Pattern(task.name, f"{probe.name}@search", probe.source, dict(zip(task.labels, words)), probe.origin)
+    featurizer, model = build_scorer("pet", tokenizer, mlm, {task.name: [pattern]}, [task.name], args.max_length)
+    model.eval()
+    candidates = torch.tensor([tokenizer(w, add_special_tokens=False)["input_ids"] for w in words])  # [M, S]
+    feats = featurizer.encode(train)
+    labels = torch.tensor([task.label_index(e.label) for e in train])
+    sums = torch.zeros(task.num_labels, len(words))
+    with torch.inference_mode():
+        for start in range(0, len(feats), 64):
+            batch = collate(feats[start:start + 64], tokenizer.pad_token_id, 1)
+            logp = model.slot_logits(batch["input_ids"], batch["attention_mask"], batch["slot_positions"],
+                                     batch.get("token_type_ids")).float()
+            logp = logp.log_softmax(-1)  # [B, S, V]
+            s = sum(logp[:, i, candidates[:, i]] for i in range(candidates.size(1)))  # [B, M]
+            sums.index_add_(0, labels[start:start + 64], s)
+    counts = torch.bincount(labels, minlength=task.num_labels).clamp(min=1)[:, None].float()
+    inside = sums / counts
+    outside = (sums.sum(0, keepdim=True) - sums) / (len(train) - counts).clamp(min=1)
+    margin = inside - outside  # how much more likely the word is at the slot for this label's rows than for others
+    chosen: dict[str, str] = {}
+    for flat in margin.flatten().argsort(descending=True).tolist():
+        label, m = divmod(flat, len(words))
+        code = task.labels[label]
+        if code not in chosen and words[m] not in chosen.values():
+            chosen[code] = words[m]
+        if len(chosen) == task.num_labels:
+            break
+    found = {code: chosen[code] for code in task.labels}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump({args.name: found}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    print(f"searched {len(words)} candidate words of {args.tokens} token(s) on {len(train)} training rows; "
+          f"wrote verbalizer {args.name!r} to {out}")
+    for code in task.labels:
+        name = task.label_names.get(code, code)
+        print(f"  {code} {name if name != code else ''}: {found[code]} (margin {margin[task.label_index(code)].max():.2f})")
+    val = _labelled(task.name, args, args.rows)
+    for title, verbalizer in (("shipped", probe.verbalizer), ("found", found)):
+        p = Pattern(task.name, f"{probe.name}@{title}", probe.source, verbalizer, probe.origin, scoring="word_mean")
+        f, m = build_scorer("pet", tokenizer, mlm, {task.name: [p]}, [task.name], args.max_length)
+        s = score_predictions(val, Predictor(f, m.eval()).predict(val))
+        print(f"zero-shot on {len(val)} validation rows, {title} verbalizer: macro-F1 {s['macro_f1']:.4f}, "
+              f"accuracy {s['accuracy']:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pet_mtl.patterns", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="validate every template and verbalizer under the pattern roots")
+    c.add_argument("sets", nargs="*", help="pattern sets to load as well (e.g. default ensemble)")
+    _add_common(c)
+    pv = sub.add_parser("preview", help="render examples through a pattern: what the model sees")
+    pv.add_argument("--task", required=True, choices=list(TASKS))
+    pv.add_argument("--file", help="a data file (competition TSV or CLUE JSON lines); default: the task's training file")
+    pv.add_argument("--data-dir", help="folder of the competition files (default: the demo data)")
+    pv.add_argument("-n", type=int, default=3, help="examples to show")
+    pv.add_argument("--labelled", action="store_true", help="sample labelled rows (stratified) instead of the first n")
+    _add_common(pv)
+    _add_patterns(pv)
+    z = sub.add_parser("zero-shot", help="score a labelled sample before any training")
+    z.add_argument("--tasks", nargs="*", choices=list(TASKS))
+    z.add_argument("--file", help="a labelled file (with one task in --tasks)")
+    z.add_argument("--data-dir", help="folder of the competition files (default: the demo data)")
+    z.add_argument("--rows", type=int, default=500, help="validation rows per task (a stratified sample)")
+    z.add_argument("--rules", default=",".join(SCORING_RULES), help="scoring rules to compare (comma-separated)")
+    _add_common(z, model_required=True)
+    _add_patterns(z)
+    s = sub.add_parser("search-verbalizers", help="find label words from the model and the task's text")
+    s.add_argument("--task", required=True, choices=list(TASKS))
+    s.add_argument("--template", help="the pattern whose slot is searched (default: the task's in the default set)")
+    s.add_argument("--data-dir", help="folder of the competition files (default: the demo data)")
+    s.add_argument("--file", help="a labelled file instead of the training file")
+    s.add_argument("--tokens", type=int, default=2, help="token length of the label words")
+    s.add_argument("--words", help="a file of candidate words, one per line (default: frequent n-grams of the text)")
+    s.add_argument("--candidates", type=int, default=2000, help="how many frequent n-grams to try")
+    s.add_argument("--rows", type=int, default=2000, help="training rows to score candidates on (stratified)")
+    s.add_argument("--out", default="searched_verbalizers.yaml", help="the verbalizer file to write")
+    s.add_argument("--name", default="searched", help="the verbalizer's name in that file")
+    _add_common(s, model_required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+    commands = {"check": check, "preview": preview, "zero-shot": zero_shot, "search-verbalizers": search_verbalizers}
+    try:
+        return commands[args.command](args)
+    except PetMtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

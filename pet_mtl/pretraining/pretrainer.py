@@ -1,0 +1,379 @@
+"""Continued masked-LM pretraining: text files in, a Hugging Face masked-LM directory out (see pretrain.py).
+
+One `Pretrainer` owns `out_dir`, which is at once the run directory (pretrain.log, metrics.json, .hydra/,
+checkpoint-last/) and the output model: config.json, model.safetensors and the tokenizer sit at its top, so
+`python -m pet_mtl.train model.path=<out_dir>` and `AutoModelForMaskedLM.from_pretrained(out_dir)` read it as it is.
+The top-level weights are replaced by one atomic rename at every save, so the folder always holds a whole model
+(the latest saved one); README.md, the model card, says which step.
+
+Exact resume: the corpus is a position per file and a draw counter, the packer holds the tokens it has not emitted,
+masking is seeded per sequence; all of it, with the optimizer, scheduler and every rank's RNG state, goes into
+checkpoint-last. A run killed at any moment and resumed with train.resume=true ends with the same weights.
+Under torchrun each rank builds the same batch stream and trains on every world-th batch; rank 0 writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from pet_mtl.backbones.loading import load_pretrained
+from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
+from pet_mtl.core.config import PRETRAIN_RANGES, InitConfig, PretrainConfig
+from pet_mtl.core.distributed import Dist
+from pet_mtl.core.errors import ConfigError, TrainingError
+from pet_mtl.core.io import atomic_dir, atomic_write_text, remove_leftovers
+from pet_mtl.core.precision import autocast
+from pet_mtl.core.validate import check_ranges, check_resume
+from pet_mtl.data.corpus import (
+    Corpus,
+    CorpusState,
+    build_sources,
+    competition_rows_to_skip,
+)
+from pet_mtl.data.packing import MaskedStream, Masking
+from pet_mtl.training.optim import build_optimizer, warmup_linear
+from pet_mtl.training.state import (
+    load_train_state,
+    optimizer_from_flat,
+    train_state_tensors,
+    write_train_state,
+)
+
+log = logging.getLogger("pet_mtl")
+
+#: the files of a Hugging Face model directory that a save replaces (weights last: they are what changes)
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
+
+
+@dataclass
+class PretrainState:
+    """A run's progress beside the tensors; saved and restored whole (like trainer.TrainState)."""
+
+    step: int = 0
+    tokens: int = 0  # tokens trained on, all ranks
+    masked: int = 0  # of which masked (predicted)
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # since the last evaluation
+    world: int = 1
+
+
+def build_model(cfg: PretrainConfig):
+    """(tokenizer, masked LM): model.path's, or random weights of model.init's shape on model.tokenizer's vocabulary."""
+    m = cfg.model
+    if m.path is not None:
+        if OmegaConf.to_container(OmegaConf.structured(m.init)) != dataclasses.asdict(InitConfig()):
+            raise ConfigError("model.init sets the shape of random weights, but model.path is given: continue "
+                              "model.path (drop model.init.*), or start from random weights with model.path=null")
+        return load_pretrained(m.path, m.trust_pickle, tokenizer_dir=m.tokenizer, strict=m.strict)
+    if m.tokenizer is None:
+        raise ConfigError("give model.path=<masked LM directory> to continue it, or model.tokenizer=<tokenizer "
+                          "directory> (with model.init.layers/hidden/heads...) to start from random weights")
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(m.tokenizer, local_files_only=True)
+    except Exception as e:  # transformers raises many types for a missing or broken folder
+        raise ConfigError(f"model.tokenizer={m.tokenizer}: cannot load a tokenizer: {type(e).__name__}: "
+                          f"{str(e)[:200]}") from None
+    i = m.init
+    if i.hidden % i.heads:
+        raise ConfigError(f"model.init: hidden={i.hidden} is not a multiple of heads={i.heads}")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=i.hidden, num_hidden_layers=i.layers,
+                        num_attention_heads=i.heads, intermediate_size=i.intermediate or 4 * i.hidden,
+                        max_position_embeddings=i.max_positions, pad_token_id=tokenizer.pad_token_id,
+                        hidden_dropout_prob=i.dropout, attention_probs_dropout_prob=i.dropout)
+    return tokenizer, BertForMaskedLM(config)
+
+
+class Pretrainer:
+    def __init__(self, cfg: PretrainConfig, out_dir: Path):
+        self.cfg = cfg
+        self.started = time.time()
+        tr = cfg.train
+        check_ranges(cfg, PRETRAIN_RANGES)
+        self.dist = Dist.from_env(tr.device.split(":")[0])
+        if not self.dist.main:
+            log.setLevel(logging.WARNING)
+        self.out_dir = Path(self.dist.gather(str(out_dir))[0])
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            remove_leftovers(self.out_dir / "checkpoint-last")
+        self.device = self.dist.device(tr.device)
+        if tr.num_threads:
+            torch.set_num_threads(tr.num_threads)
+        torch.manual_seed(cfg.seed)
+        self.masking = Masking(**OmegaConf.to_container(OmegaConf.structured(cfg.masking)))  # a plain dataclass
+        self.tokenizer, mlm = build_model(cfg)
+        if cfg.data.max_length > mlm.config.max_position_embeddings:
+            raise ConfigError(f"data.max_length={cfg.data.max_length} is over the model's "
+                              f"{mlm.config.max_position_embeddings} positions")
+        text = OmegaConf.to_container(cfg.text) if OmegaConf.is_config(cfg.text) else list(cfg.text)
+        d = cfg.data
+        skip = (competition_rows_to_skip(text, d.val_size, d.split_seed, d.fewclue_dir, d.held_out_per_task)
+                if d.exclude_validation else {})
+        self.corpus = Corpus(build_sources(text, skip), cfg.seed, d.held_out_fraction, d.max_bad_fraction)
+        self.skipped = {str(p): len(ids) for p, ids in skip.items()}
+        self.stream = MaskedStream(iter(self._docs()), self.tokenizer, d.max_length, self.masking, cfg.seed)
+        self.eval_batches = self._eval_batches()
+        self.model = mlm.to(self.device)
+        self.masked_lm = MaskedLM(self.model)
+        self.ddp = self.dist.wrap(self.masked_lm, self.device)
+        self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay)
+        self.scheduler = warmup_linear(self.optimizer, tr.max_steps, tr.warmup_ratio)
+        self.state = PretrainState(world=self.dist.world)
+
+    def _docs(self):
+        while True:
+            yield self.corpus.next_doc()
+
+    def _eval_batches(self) -> dict[str, list[dict[str, torch.Tensor]]]:
+        """Each text entry's held-out documents, packed and masked once with a fixed seed: the same masked tokens
+        at every evaluation, so the numbers are comparable across steps and runs."""
+        out = {}
+        size = self.cfg.train.eval_batch_size
+        for entry, docs in self.corpus.held_out_docs(self.cfg.data.eval_docs).items():
+            stream = MaskedStream(None, self.tokenizer, self.cfg.data.max_length, self.masking, self.cfg.seed + 1,
+                                  self.stream.segmenter)
+            rows = stream.sequences_of(docs) + stream.flush()
+            if not rows:
+                raise ConfigError(f"text entry {entry}: no held-out documents (data.held_out_fraction="
+                                  f"{self.cfg.data.held_out_fraction} of too few lines?)")
+            out[entry] = [stream.collate(rows[i:i + size]) for i in range(0, len(rows), size)]
+        return out
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Masked-token pseudo-perplexity per text entry: exp of the mean cross-entropy over the held-out slice's
+        masked tokens (one fixed masking; not Salazar et al.'s one-token-at-a-time PPPL, which costs a forward per
+        token)."""
+        self.model.eval()
+        result, total_loss, total_n = {}, 0.0, 0
+        for entry, batches in self.eval_batches.items():
+            loss_sum, n = 0.0, 0
+            for b in batches:
+                b = {k: v.to(self.device) for k, v in b.items()}
+                with autocast(self.device, self.cfg.train.precision):
+                    logits, labels = self.masked_lm(**b)
+                loss_sum += masked_lm_loss(logits, labels, reduction="sum").item()
+                n += len(labels)
+            result[entry] = {"loss": loss_sum / n, "pseudo_perplexity": math.exp(loss_sum / n), "masked_tokens": n}
+            total_loss, total_n = total_loss + loss_sum, total_n + n
+        self.model.train()
+        return {"entries": result, "loss": total_loss / total_n, "pseudo_perplexity": math.exp(total_loss / total_n)}
+
+    def _evaluate(self) -> None:
+        st = self.state
+        result = self.evaluate()
+        entry = {"step": st.step, "tokens": st.tokens,
+                 "train_loss": sum(st.losses) / len(st.losses) if st.losses else None, **result,
+                 "train_seconds": round(st.train_seconds, 2),
+                 "tokens_per_s": round(st.tokens / max(st.train_seconds, 1e-9), 1)}
+        st.history.append(entry)
+        st.losses = []
+        log.info("step %d | held-out pseudo-perplexity %.3f (%s)", st.step, result["pseudo_perplexity"],
+                 "; ".join(f"{e}: {r['pseudo_perplexity']:.3f}" for e, r in result["entries"].items()))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _save(self, finished: bool) -> None:
+        keep = not finished or self.cfg.train.keep_checkpoint  # a finished run keeps no checkpoint-last unless asked
+        if keep:
+            self._save_last()
+        if self.dist.main:
+            self._export(finished)
+            self._write_metrics(finished)
+            if not keep:
+                shutil.rmtree(self.out_dir / "checkpoint-last", ignore_errors=True)
+        self.dist.barrier()
+
+    def _save_last(self) -> None:
+        """checkpoint-last, what resume reads. Every rank calls it (the RNG states are gathered); the main one
+        writes it, atomically."""
+        tensors, opt_info = train_state_tensors(self.optimizer, self.dist.gather(torch.get_rng_state()))
+        if not self.dist.main:
+            return
+        progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
+        state = {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
+                 "progress": dataclasses.asdict(progress), "corpus": self.corpus.state.to_json(),
+                 "stream": self.stream.state()}
+        config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
+
+        def write(tmp: Path) -> None:
+            self.model.save_pretrained(tmp / "model", safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+            write_train_state(tmp, tensors, state)
+
+        atomic_dir(self.out_dir / "checkpoint-last", write)
+
+    def _export(self, finished: bool) -> None:
+        """The model at out_dir's top: tokenizer files and config first (they never change during a run), the
+        weights last, each by an atomic rename; then the model card."""
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out_dir))
+        try:
+            self.tokenizer.save_pretrained(tmp)
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            names = sorted(p.name for p in tmp.iterdir())
+            for name in [n for n in names if n not in MODEL_FILES] + [n for n in MODEL_FILES if n in names]:
+                os.chmod(tmp / name, 0o644)
+                os.replace(tmp / name, self.out_dir / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_text(self.out_dir / "README.md", self.model_card(finished))
+
+    def _resume(self) -> None:
+        last = self.out_dir / "checkpoint-last"
+        if not last.is_dir():
+            raise ConfigError(f"train.resume=true but {last} does not exist (a finished run keeps none unless "
+                              "train.keep_checkpoint=true)")
+        check_resume(yaml.safe_load((last / "config.yaml").read_text(encoding="utf-8")),
+                     OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
+                     str(last / "config.yaml"))
+        tensors, saved = load_train_state(last)
+        progress = PretrainState(**saved["progress"])
+        if progress.world != self.dist.world:
+            raise ConfigError(f"{last} was written by {progress.world} process(es); resume it with as many")
+        _, weights = load_pretrained(last / "model", tokenizer_dir=last / "tokenizer", exact=True)
+        self.model.load_state_dict(weights.state_dict())
+        optimizer_from_flat(self.optimizer, tensors, saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
+        self.corpus.restore(CorpusState.from_json(saved["corpus"]))
+        self.stream.restore(saved["stream"])
+        self.state = progress
+        log.info("resumed from %s at step %d", last, progress.step)
+
+    def _wall_seconds(self) -> float:
+        return self.state.wall_seconds + time.time() - self.started
+
+    def _write_metrics(self, finished: bool) -> None:
+        doc = {"finished": finished, "history": self.state.history, "step": self.state.step,
+               "tokens": self.state.tokens, "files": self.corpus.report(), "rows_excluded": self.skipped,
+               "wall_seconds": round(self._wall_seconds(), 2)}
+        atomic_write_text(self.out_dir / "metrics.json", json.dumps(doc, ensure_ascii=False, indent=1))
+
+    def model_card(self, finished: bool) -> str:
+        cfg, st = self.cfg, self.state
+        first, last = (st.history[0], st.history[-1]) if st.history else (None, None)
+        base = cfg.model.path or f"random weights ({OmegaConf.to_container(OmegaConf.structured(cfg.model.init))})"
+        lines = ["# Masked LM: continued pretraining with pet_mtl", "",
+                 f"- base: `{base}`", f"- status: {'finished' if finished else 'in progress'}, step {st.step} of "
+                 f"{cfg.train.max_steps}, {st.tokens:,} tokens ({st.masked:,} masked), "
+                 f"{round(self._wall_seconds() / 60, 1)} minutes",
+                 f"- masking: {self.masking.unit} units, {self.masking.prob:.0%}, n-grams up to "
+                 f"{self.masking.max_ngram}; sequences packed to {cfg.data.max_length} tokens; batch "
+                 f"{cfg.train.batch_size} x {cfg.train.grad_accum} x {self.dist.world}, lr {cfg.train.lr:g}, seed {cfg.seed}",
+                 "", "## Sources", "", "| file | kind | weight | documents read | passes | bad lines |", "|---|---|---|---|---|---|"]
+        lines += [f"| {f['path']} | {f['kind']} | {f['weight']:.4f} | {f['docs']:,} | {f['passes']} | {f['bad_lines']} |"
+                  for f in self.corpus.report()]
+        if self.skipped:
+            lines += ["", "Rows never read (validation rows that `pet_mtl.train` scores on): "
+                      + ", ".join(f"{Path(p).name} {n}" for p, n in self.skipped.items())]
+        if first is not None:
+            lines += ["", f"## Held-out masked-token pseudo-perplexity ({cfg.data.held_out_fraction:g} of each file's "
+                      "lines, never trained on)", "", "| text | before (step 0) | latest (step "
+                      f"{last['step']}) |", "|---|---|---|"]
+            lines += [f"| {e} | {first['entries'][e]['pseudo_perplexity']:.3f} | {r['pseudo_perplexity']:.3f} |"
+                      for e, r in last["entries"].items()]
+            lines += [f"| all | {first['pseudo_perplexity']:.3f} | {last['pseudo_perplexity']:.3f} |"]
+        lines += ["", "Use: `python -m pet_mtl.train model.path=<this folder>`, or "
+                  "`transformers.AutoModelForMaskedLM.from_pretrained(<this folder>)`.", ""]
+        return "\n".join(lines)
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def _step(self) -> tuple[float, int, int]:
+        """One optimizer step; (mean loss over ranks, tokens, masked tokens) of all ranks."""
+        tr = self.cfg.train
+        loss_sum, tokens, masked = 0.0, 0, 0
+        for k in range(tr.grad_accum):
+            batch = None
+            for r in range(self.dist.world):  # every rank builds the same stream and keeps its own share
+                b = self.stream.batch(tr.batch_size)
+                if r == self.dist.rank:
+                    batch = b
+            batch = {key: v.to(self.device) for key, v in batch.items()}
+            sync = self.ddp.no_sync() if self.ddp is not self.masked_lm and k < tr.grad_accum - 1 else nullcontext()
+            with sync:
+                with autocast(self.device, tr.precision):
+                    logits, labels = self.ddp(**batch)
+                loss = masked_lm_loss(logits, labels)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"the masked-LM loss became {loss.item()} at step {self.state.step + 1}; "
+                                        "nothing of this step was saved. Lower train.lr or use train.precision=fp32")
+                (loss / tr.grad_accum).backward()
+            loss_sum += loss.item() / tr.grad_accum
+            tokens += int(batch["attention_mask"].sum())
+            masked += int((batch["labels"] != -100).sum())
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, tokens, masked = self.dist.sum([loss_sum, tokens, masked])
+        return loss_sum / self.dist.world, int(tokens), int(masked)
+
+    def fit(self) -> dict[str, Any]:
+        tr = self.cfg.train
+        if tr.resume:
+            self._resume()
+        st = self.state
+        log.info("out_dir (the model and the run): %s", self.out_dir)
+        for s in self.corpus.sources:
+            log.info("text: %s (%s, weight %.4f%s)", s.path, s.kind, s.weight,
+                     f", {len(s.skip_ids)} validation rows never read" if s.skip_ids else "")
+        log.info("plan: %d steps of %d sequences x %d tokens (batch %d x accum %d x %d process(es)), masking %s, "
+                 "lr %g, on %s", tr.max_steps, tr.batch_size * tr.grad_accum * self.dist.world, self.cfg.data.max_length,
+                 tr.batch_size, tr.grad_accum, self.dist.world, self.masking, tr.lr, self.device)
+        if not st.history:
+            self._evaluate()
+        self.model.train()
+        bar = None
+        if tr.progress and self.dist.main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=tr.max_steps, initial=st.step, desc="pretrain", dynamic_ncols=True, file=sys.stderr)
+        window: list[float] = []
+        while st.step < tr.max_steps:
+            t0 = time.time()
+            loss, tokens, masked = self._step()
+            st.step += 1
+            st.train_seconds += time.time() - t0
+            st.tokens, st.masked = st.tokens + tokens, st.masked + masked
+            st.losses.append(loss)
+            window = (window + [loss])[-max(1, tr.log_every):]
+            speed = st.tokens / max(st.train_seconds, 1e-9)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(window) / len(window):.3f}", tok_s=f"{speed:.0f}")
+            if tr.log_every and st.step % tr.log_every == 0:
+                log.info("step %d/%d loss %.4f lr %.2e %.0f tokens/s", st.step, tr.max_steps,
+                         sum(window) / len(window), self.scheduler.get_last_lr()[0], speed)
+            done = st.step == tr.max_steps
+            if done or (tr.eval_every and st.step % tr.eval_every == 0):
+                self._evaluate()
+            if done or (tr.save_every and st.step % tr.save_every == 0):
+                self._save(finished=done)
+        if bar is not None:
+            bar.close()
+        if tr.max_steps == st.step and not (self.out_dir / "model.safetensors").exists():
+            self._save(finished=True)  # resumed a run that had already finished its steps
+        return {"out_dir": str(self.out_dir), "first": st.history[0], "last": st.history[-1], "main": self.dist.main}

@@ -1,0 +1,56 @@
+"""PET's auxiliary masked-LM loss (train.mlm_weight): an endless stream of masked unlabelled text, and the loss of
+the run's own masked LM on a batch of it, added to the label loss at every step."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
+from pet_mtl.core.config import MaskingConfig as Masking
+from pet_mtl.core.errors import ConfigError
+from pet_mtl.core.precision import autocast
+from pet_mtl.data.corpus import Corpus
+from pet_mtl.data.packing import MaskedStream
+from pet_mtl.data.regimes import TaskData
+from pet_mtl.data.unlabelled import sources
+
+
+class AuxiliaryMLM:
+    """An endless stream of masked unlabelled text and its masked-LM loss on the run's own masked LM."""
+
+    def __init__(self, cfg: Any, data: Mapping[str, TaskData], tokenizer, mlm: torch.nn.Module):
+        files = sources(cfg, data)
+        if not files:
+            raise ConfigError("train.mlm_weight > 0 needs unlabelled text: data.unlabelled.<task>=[...], e.g. "
+                              "data.unlabelled.tnews=[a,b] for the competition's test files A and B")
+        tr = cfg.train
+        self.corpus = Corpus(files, cfg.seed, 0.0, 0.01)
+        self.stream = MaskedStream(self._docs(), tokenizer, cfg.model.max_length, Masking(), cfg.seed)
+        self.masked_lm = MaskedLM(mlm)
+        self.batch_size = tr.mlm_batch_size or tr.batch_size
+        self.precision = tr.precision
+
+    def _docs(self):
+        while True:
+            yield self.corpus.next_doc()
+
+    def loss(self, device: torch.device) -> torch.Tensor:
+        batch = {k: v.to(device) for k, v in self.stream.batch(self.batch_size).items()}
+        with autocast(device, self.precision):
+            logits, labels = self.masked_lm(**batch)
+        return masked_lm_loss(logits, labels)
+
+    def state(self) -> dict[str, Any]:
+        return {"corpus": self.corpus.state.to_json(), "stream": self.stream.state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        from pet_mtl.data.corpus import CorpusState
+
+        self.corpus.restore(CorpusState.from_json(state["corpus"]))
+        self.stream.restore(state["stream"])
+
+    def describe(self) -> list[str]:
+        return [f"auxiliary MLM: {s.path} ({s.kind}, {s.task.name}, share {s.weight / sum(f.weight for f in self.corpus.sources):.3f}, "
+                f"{len(s.skip_texts)} validation/held-out texts never read)" for s in self.corpus.sources]
