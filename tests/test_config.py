@@ -18,7 +18,7 @@ from pet_mtl.core.config import (
     PretrainConfig,
     flatten,
 )
-from pet_mtl.training.state import TrainState
+from pet_mtl.training.state import TrainState, load_train_state, write_train_state
 from pet_mtl.training.trainer import Trainer
 
 SCHEMA_OF_GROUP = {"data": DataConfig}
@@ -76,9 +76,11 @@ def test_the_whole_train_state_survives_save_and_resume(tiny_dir, synthetic_dir,
     first.state.world = 1
     assert all(getattr(first.state, f.name) != getattr(TrainState(), f.name) for f in dataclasses.fields(TrainState)
                if f.name != "world")
-    first._save("checkpoint-last", None, with_state=True)
-    second = Trainer(make_cfg(*overrides, "train.resume=true"), tmp_path)
-    second._resume()
+    tensors, saved = first.train_state()
+    (tmp_path / "saved").mkdir()
+    write_train_state(tmp_path / "saved", tensors, saved)  # through the files, as checkpoint-last holds it
+    second = Trainer(make_cfg(*overrides), tmp_path / "second")
+    second.restore_train_state(*load_train_state(tmp_path / "saved"), tmp_path / "saved")
     for f in dataclasses.fields(TrainState):
         if f.name == "wall_seconds":  # the first process's wall time is added on saving
             assert second.state.wall_seconds >= first.state.wall_seconds

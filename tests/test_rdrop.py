@@ -1,7 +1,6 @@
 """R-Drop (train.rdrop): the loss against a hand computation, the two passes differ by dropout alone, a real run."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -57,14 +56,45 @@ def test_the_two_passes_differ_only_by_dropout(tiny_dir, synthetic_dir, tmp_path
         label_loss(first, batch["labels"], weights).item(), abs=1e-5)
 
 
-def test_a_run_with_rdrop_trains_and_says_so(tiny_dir, synthetic_dir, tmp_path):
-    t = trainer(tiny_dir, synthetic_dir, tmp_path, "train.rdrop=0.5", "train.max_steps=4", "train.eval_every=2")
-    losses, rows = [], []
-    original, model = t._loss, t.ddp
-    t._loss = lambda batch, w: losses.append((len(batch["labels"]), original(batch, w))) or losses[-1][1]
-    t.ddp = lambda **batch: rows.append(len(batch["input_ids"])) or model(**batch)
-    t.fit()
-    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
-    assert [e["step"] for e in history] == [2, 4] and all(math.isfinite(x.item()) for _, x in losses)
-    assert rows == [2 * n for n, _ in losses] and len(rows) == 4  # each training batch ran twice, in one forward
-    assert "rdrop: 0.5" in (tmp_path / "checkpoint-best" / "config.yaml").read_text()
+def test_the_run_optimises_rdrop_and_says_so(tiny_dir, synthetic_dir, tmp_path):
+    """The run's objective doubles the batch and adds alpha x the symmetric KL (checked against a hand computation
+    on the run's own model), and the loop optimises that objective: with the same seed (so the same dropout
+    draws) two weights of the KL term train different weights, which a loop that dropped the term would not."""
+    t = trainer(tiny_dir, synthetic_dir, tmp_path / "a", "train.rdrop=0.5", "train.max_steps=4", "train.eval_every=2")
+    batch = t.next_batch()
+    model_input = t.objective.prepare(batch)
+    assert len(model_input["input_ids"]) == 2 * len(batch["input_ids"])  # each row twice, in one forward
+    t.model.train()
+    scores = t.model(**model_input).float()
+    first, second = scores.chunk(2)
+    assert not torch.allclose(first, second)  # dropout: two different passes
+    w = batch["weights"]
+    p, q = first.log_softmax(-1), second.log_softmax(-1)
+    kl = ((p.exp() * (p - q)).sum(-1) + (q.exp() * (q - p)).sum(-1)) / 2
+    by_hand = (label_loss(first, batch["labels"], w) + label_loss(second, batch["labels"], w)) / 2 \
+        + 0.5 * (kl * w).sum() / w.sum()
+    assert t.objective.loss(scores, batch).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+    runs = {}
+    for alpha in ("0.5", "5.0"):
+        run = trainer(tiny_dir, synthetic_dir, tmp_path / alpha, f"train.rdrop={alpha}", "train.max_steps=3",
+                      "train.eval_every=0", "train.checkpoint_last=none")
+        run.fit()
+        runs[alpha] = run.model.state_dict()
+        assert f"objective: RDrop(CrossEntropy, alpha={float(alpha):g})" in run.plan()  # the log's first lines
+    assert any(not torch.equal(runs["0.5"][k], runs["5.0"][k]) for k in runs["0.5"])
+
+
+def test_rdrop_composes_with_distillation(tiny_dir, synthetic_dir, tmp_path):
+    """R-Drop wraps the soft-label objective of a distillation run (it used to be refused): soft rows keep their
+    soft cross-entropy in both passes."""
+    from pet_mtl.training.objectives import RDrop, SoftLabels, build_objective
+
+    cfg = make_cfg("train.rdrop=1.0", "distill.teachers=[x]", "distill.temperature=3.0")
+    objective = build_objective(cfg)
+    assert isinstance(objective, RDrop) and isinstance(objective.inner, SoftLabels)
+    scores = torch.randn(4, 3)
+    batch = {"labels": torch.tensor([0, 1, 2, 0]), "soft": torch.softmax(torch.randn(4, 3), -1),
+             "is_soft": torch.tensor([False, True, True, False]), "weights": torch.ones(4)}
+    doubled = torch.cat([scores, scores])
+    assert objective.loss(doubled, batch).item() == pytest.approx(SoftLabels(3.0).loss(scores, batch).item())

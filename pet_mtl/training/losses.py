@@ -23,10 +23,14 @@ def rdrop_loss(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, 
     symmetric KL divergence between their label distributions (per example, weighted like the cross-entropy). A
     task's missing labels (NEG) have probability 0 in both passes and add nothing."""
     ce = (label_loss(first, labels, weights) + label_loss(second, labels, weights)) / 2
+    return ce + alpha * symmetric_kl(first, second, weights)
+
+
+def symmetric_kl(first: torch.Tensor, second: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The symmetric KL divergence between two passes' label distributions, per row, then the (weighted) mean."""
     a, b = F.log_softmax(first, dim=-1), F.log_softmax(second, dim=-1)
     kl = (F.kl_div(a, b, log_target=True, reduction="none") + F.kl_div(b, a, log_target=True, reduction="none")).sum(-1) / 2
-    kl = kl.mean() if weights is None else (kl * weights).sum() / weights.sum()
-    return ce + alpha * kl
+    return kl.mean() if weights is None else (kl * weights).sum() / weights.sum()
 
 
 def soft_label_loss(scores: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor, is_soft: torch.Tensor,

@@ -19,8 +19,8 @@ from pet_mtl.core.errors import CheckpointError
 @dataclass
 class TrainState:
     """Everything about a run's progress that must survive a kill, beside the tensors (weights, optimizer moments,
-    RNG states). Saved and restored whole, in one place (`Trainer._save` / `Trainer._resume`): a new counter is a
-    new field here, and resume carries it without further code."""
+    RNG states). Saved and restored whole, in one place (`Loop.train_state` / `Loop.restore_train_state`): a new counter is
+    a new field here, and resume carries it without further code; a plug-in keeps its own state (plugins.py)."""
 
     step: int = 0  # optimizer steps done
     micro: int = 0  # batches consumed: the position in the (deterministic) epoch stream
@@ -30,8 +30,6 @@ class TrainState:
     wall_seconds: float = 0.0  # of the earlier processes of this run (a resumed run adds its own)
     examples_seen: int = 0
     losses: list[float] = field(default_factory=list)  # training losses since the last evaluation
-    mlm_losses: list[float] = field(default_factory=list)  # auxiliary masked-LM losses since the last evaluation
-    aux_stream: dict[str, Any] = field(default_factory=dict)  # the unlabelled text stream's position (train.mlm_weight)
     world: int = 1  # processes that wrote it: a resume must use as many
 
     def to_json(self) -> dict[str, Any]:

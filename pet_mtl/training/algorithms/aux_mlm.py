@@ -11,16 +11,25 @@ from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
 from pet_mtl.core.config import MaskingConfig as Masking
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.precision import autocast
-from pet_mtl.data.corpus import Corpus
+from pet_mtl.data.corpus import Corpus, CorpusState
 from pet_mtl.data.packing import MaskedStream
 from pet_mtl.data.regimes import TaskData
 from pet_mtl.data.unlabelled import sources
+from pet_mtl.training.plugins import Algorithm
 
 
-class AuxiliaryMLM:
-    """An endless stream of masked unlabelled text and its masked-LM loss on the run's own masked LM."""
+class AuxiliaryMLM(Algorithm):
+    """An endless stream of masked unlabelled text; its masked-LM loss on the run's own masked LM, times
+    train.mlm_weight, joins every micro-batch's loss. Its stream position and the losses since the last evaluation
+    are its state."""
 
-    def __init__(self, cfg: Any, data: Mapping[str, TaskData], tokenizer, mlm: torch.nn.Module):
+    name = "aux_mlm"
+
+    def __init__(self, cfg: Any, data: Mapping[str, TaskData], tokenizer, mlm: torch.nn.Module, world: int = 1):
+        if world > 1:
+            raise ConfigError("train.mlm_weight > 0 runs in one process for now (its extra forward is outside "
+                              "DistributedDataParallel, whose gradient reduction would miss it); train without "
+                              "torchrun, or with train.mlm_weight=0")
         files = sources(cfg, data)
         if not files:
             raise ConfigError("train.mlm_weight > 0 needs unlabelled text: data.unlabelled.<task>=[...], e.g. "
@@ -31,6 +40,18 @@ class AuxiliaryMLM:
         self.masked_lm = MaskedLM(mlm)
         self.batch_size = tr.mlm_batch_size or tr.batch_size
         self.precision = tr.precision
+        self.weight = tr.mlm_weight
+        self.losses: list[float] = []  # since the last evaluation
+
+    def after_loss(self, run, loss: torch.Tensor) -> torch.Tensor:
+        mlm = self.loss(run.device)
+        self.losses.append(mlm.item())
+        return loss + self.weight * mlm
+
+    def before_evaluation(self, run) -> dict[str, Any]:
+        mean = {"mlm_loss": sum(self.losses) / len(self.losses)} if self.losses else {}
+        self.losses = []
+        return mean
 
     def _docs(self):
         while True:
@@ -42,14 +63,13 @@ class AuxiliaryMLM:
             logits, labels = self.masked_lm(**batch)
         return masked_lm_loss(logits, labels)
 
-    def state(self) -> dict[str, Any]:
-        return {"corpus": self.corpus.state.to_json(), "stream": self.stream.state()}
+    def state_dict(self):
+        return {}, {"corpus": self.corpus.state.to_json(), "stream": self.stream.state(), "losses": self.losses}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        from pet_mtl.data.corpus import CorpusState
-
+    def load_state_dict(self, tensors, state: dict[str, Any]) -> None:
         self.corpus.restore(CorpusState.from_json(state["corpus"]))
         self.stream.restore(state["stream"])
+        self.losses = list(state["losses"])
 
     def describe(self) -> list[str]:
         return [f"auxiliary MLM: {s.path} ({s.kind}, {s.task.name}, share {s.weight / sum(f.weight for f in self.corpus.sources):.3f}, "

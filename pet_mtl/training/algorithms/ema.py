@@ -11,11 +11,16 @@ trained weights, so a resumed run continues the trajectory, not the average.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from pet_mtl.training.plugins import Algorithm
+
+log = logging.getLogger("pet_mtl")
 
 #: the training state's tensors of the trained weights, under the parameter's name
 TRAINED = "trained."
@@ -69,3 +74,36 @@ class WeightAverage:
             raise KeyError(f"the training state has no trained weights for {missing[:3]} (was it saved with train.ema?)")
         torch._foreach_copy_(self.average, [p.detach() for p in self.params])
         torch._foreach_copy_(self.params, [tensors[TRAINED + n].to(p.device) for n, p in zip(self.names, self.params)])
+
+
+class EMA(Algorithm):
+    """train.ema as a plug-in: the average steps after every optimizer step, evaluations and checkpoints see it,
+    and the last evaluation also scores the trained weights (metrics.json `without_ema`)."""
+
+    name = "ema"
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.average = WeightAverage(model, decay)
+
+    def after_step(self, run) -> None:
+        self.average.update(run.state.step + 1)
+
+    def before_evaluation(self, run) -> dict:
+        if run.state.step != run.total_steps:
+            return {}
+        r = run.validate()
+        log.info("trained weights, without the average | mean macro-F1 %.4f", r["score"])
+        return {"without_ema": {"score": r["score"],
+                                "tasks": {t: {"macro_f1": v["macro_f1"]} for t, v in r["tasks"].items()}}}
+
+    def evaluation_context(self, run):
+        return self.average.applied()
+
+    def describe(self) -> list[str]:
+        return [f"weight average: decay {self.average.decay:g} (evaluation and checkpoints use the average)"]
+
+    def state_dict(self):
+        return self.average.trained_tensors(), {}
+
+    def load_state_dict(self, tensors, state) -> None:
+        self.average.restore(tensors)
