@@ -19,10 +19,8 @@ import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from pet_mtl.backbones.loading import load_pretrained
 from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
 from pet_mtl.core.config import PRETRAIN_RANGES, InitConfig, PretrainConfig
 from pet_mtl.core.distributed import Dist
-from pet_mtl.core.errors import ConfigError, TrainingError
+from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import atomic_dir, atomic_write_text, remove_leftovers
 from pet_mtl.core.precision import autocast
 from pet_mtl.core.validate import check_ranges, check_resume
@@ -46,11 +44,12 @@ from pet_mtl.data.corpus import (
     competition_rows_to_skip,
 )
 from pet_mtl.data.packing import MaskedStream, Masking
+from pet_mtl.training.loop import Loop
 from pet_mtl.training.optim import build_optimizer, warmup_linear
+from pet_mtl.training.plugins import Objective
+from pet_mtl.training.runlog import RunLog
 from pet_mtl.training.state import (
     load_train_state,
-    optimizer_from_flat,
-    train_state_tensors,
     write_train_state,
 )
 
@@ -102,7 +101,17 @@ def build_model(cfg: PretrainConfig):
     return tokenizer, BertForMaskedLM(config)
 
 
-class Pretrainer:
+class MaskedLMObjective(Objective):
+    """The masked-LM loss at the masked positions (MaskedLM computes the logits there only)."""
+
+    name = "masked-LM loss"
+
+    def loss(self, output: tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits, labels = output
+        return masked_lm_loss(logits, labels)
+
+
+class Pretrainer(Loop):
     def __init__(self, cfg: PretrainConfig, out_dir: Path):
         self.cfg = cfg
         self.started = time.time()
@@ -138,6 +147,11 @@ class Pretrainer:
         self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay)
         self.scheduler = warmup_linear(self.optimizer, tr.max_steps, tr.warmup_ratio)
         self.state = PretrainState(world=self.dist.world)
+        self.total_steps = tr.max_steps
+        self.objective = MaskedLMObjective()
+        self.algorithms = []
+        self.runlog = RunLog(self.out_dir, self.dist.main, tr.progress, tr.log_every, tensorboard=False,
+                             name="pretrain", unit="tokens/s")
 
     def _docs(self):
         while True:
@@ -161,7 +175,7 @@ class Pretrainer:
     # -- evaluation ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, Any]:
+    def perplexity(self) -> dict[str, Any]:
         """Masked-token pseudo-perplexity per text entry: exp of the mean cross-entropy over the held-out slice's
         masked tokens (one fixed masking; not Salazar et al.'s one-token-at-a-time PPPL, which costs a forward per
         token)."""
@@ -180,9 +194,9 @@ class Pretrainer:
         self.model.train()
         return {"entries": result, "loss": total_loss / total_n, "pseudo_perplexity": math.exp(total_loss / total_n)}
 
-    def _evaluate(self) -> None:
+    def evaluate(self) -> None:
         st = self.state
-        result = self.evaluate()
+        result = self.perplexity()
         entry = {"step": st.step, "tokens": st.tokens,
                  "train_loss": sum(st.losses) / len(st.losses) if st.losses else None, **result,
                  "train_seconds": round(st.train_seconds, 2),
@@ -194,7 +208,10 @@ class Pretrainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def _save(self, finished: bool) -> None:
+    def save_due(self, done: bool) -> bool:
+        return done or bool(self.cfg.train.save_every and self.state.step % self.cfg.train.save_every == 0)
+
+    def save(self, finished: bool) -> None:
         keep = not finished or self.cfg.train.keep_checkpoint  # a finished run keeps no checkpoint-last unless asked
         if keep:
             self._save_last()
@@ -208,13 +225,10 @@ class Pretrainer:
     def _save_last(self) -> None:
         """checkpoint-last, what resume reads. Every rank calls it (the RNG states are gathered); the main one
         writes it, atomically."""
-        tensors, opt_info = train_state_tensors(self.optimizer, self.dist.gather(torch.get_rng_state()))
+        tensors, state = self.train_state()
         if not self.dist.main:
             return
-        progress = dataclasses.replace(self.state, wall_seconds=self._wall_seconds())
-        state = {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
-                 "progress": dataclasses.asdict(progress), "corpus": self.corpus.state.to_json(),
-                 "stream": self.stream.state()}
+        state.update(corpus=self.corpus.state.to_json(), stream=self.stream.state())
         config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
 
         def write(tmp: Path) -> None:
@@ -240,7 +254,7 @@ class Pretrainer:
             shutil.rmtree(tmp, ignore_errors=True)
         atomic_write_text(self.out_dir / "README.md", self.model_card(finished))
 
-    def _resume(self) -> None:
+    def resume(self) -> None:
         last = self.out_dir / "checkpoint-last"
         if not last.is_dir():
             raise ConfigError(f"train.resume=true but {last} does not exist (a finished run keeps none unless "
@@ -249,26 +263,17 @@ class Pretrainer:
                      OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
                      str(last / "config.yaml"))
         tensors, saved = load_train_state(last)
-        progress = PretrainState(**saved["progress"])
-        if progress.world != self.dist.world:
-            raise ConfigError(f"{last} was written by {progress.world} process(es); resume it with as many")
         _, weights = load_pretrained(last / "model", tokenizer_dir=last / "tokenizer", exact=True)
         self.model.load_state_dict(weights.state_dict())
-        optimizer_from_flat(self.optimizer, tensors, saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(tensors[f"rng.torch.{self.dist.rank}"])
+        self.restore_train_state(tensors, saved, last)
         self.corpus.restore(CorpusState.from_json(saved["corpus"]))
         self.stream.restore(saved["stream"])
-        self.state = progress
-        log.info("resumed from %s at step %d", last, progress.step)
-
-    def _wall_seconds(self) -> float:
-        return self.state.wall_seconds + time.time() - self.started
+        log.info("resumed from %s at step %d", last, self.state.step)
 
     def _write_metrics(self, finished: bool) -> None:
         doc = {"finished": finished, "history": self.state.history, "step": self.state.step,
                "tokens": self.state.tokens, "files": self.corpus.report(), "rows_excluded": self.skipped,
-               "wall_seconds": round(self._wall_seconds(), 2)}
+               "wall_seconds": round(self.wall_seconds(), 2)}
         atomic_write_text(self.out_dir / "metrics.json", json.dumps(doc, ensure_ascii=False, indent=1))
 
     def model_card(self, finished: bool) -> str:
@@ -278,7 +283,7 @@ class Pretrainer:
         lines = ["# Masked LM: continued pretraining with pet_mtl", "",
                  f"- base: `{base}`", f"- status: {'finished' if finished else 'in progress'}, step {st.step} of "
                  f"{cfg.train.max_steps}, {st.tokens:,} tokens ({st.masked:,} masked), "
-                 f"{round(self._wall_seconds() / 60, 1)} minutes",
+                 f"{round(self.wall_seconds() / 60, 1)} minutes",
                  f"- masking: {self.masking.unit} units, {self.masking.prob:.0%}, n-grams up to "
                  f"{self.masking.max_ngram}; sequences packed to {cfg.data.max_length} tokens; batch "
                  f"{cfg.train.batch_size} x {cfg.train.grad_accum} x {self.dist.world}, lr {cfg.train.lr:g}, seed {cfg.seed}",
@@ -299,81 +304,43 @@ class Pretrainer:
                   "`transformers.AutoModelForMaskedLM.from_pretrained(<this folder>)`.", ""]
         return "\n".join(lines)
 
-    # -- loop ----------------------------------------------------------------------------------
+    # -- the loop's parts ----------------------------------------------------------------------
 
-    def _step(self) -> tuple[float, int, int]:
-        """One optimizer step; (mean loss over ranks, tokens, masked tokens) of all ranks."""
-        tr = self.cfg.train
-        loss_sum, tokens, masked = 0.0, 0, 0
-        for k in range(tr.grad_accum):
-            batch = None
-            for r in range(self.dist.world):  # every rank builds the same stream and keeps its own share
-                b = self.stream.batch(tr.batch_size)
-                if r == self.dist.rank:
-                    batch = b
-            batch = {key: v.to(self.device) for key, v in batch.items()}
-            sync = self.ddp.no_sync() if self.ddp is not self.masked_lm and k < tr.grad_accum - 1 else nullcontext()
-            with sync:
-                with autocast(self.device, tr.precision):
-                    logits, labels = self.ddp(**batch)
-                loss = masked_lm_loss(logits, labels)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"the masked-LM loss became {loss.item()} at step {self.state.step + 1}; "
-                                        "nothing of this step was saved. Lower train.lr or use train.precision=fp32")
-                (loss / tr.grad_accum).backward()
-            loss_sum += loss.item() / tr.grad_accum
-            tokens += int(batch["attention_mask"].sum())
-            masked += int((batch["labels"] != -100).sum())
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.max_grad_norm, foreach=True)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, tokens, masked = self.dist.sum([loss_sum, tokens, masked])
-        return loss_sum / self.dist.world, int(tokens), int(masked)
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        batch = None
+        for r in range(self.dist.world):  # every rank builds the same stream and keeps its own share
+            b = self.stream.batch(self.cfg.train.batch_size)
+            if r == self.dist.rank:
+                batch = b
+        return {key: v.to(self.device) for key, v in batch.items()}
 
-    def fit(self) -> dict[str, Any]:
-        tr = self.cfg.train
-        if tr.resume:
-            self._resume()
+    def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
+        return [int(batch["attention_mask"].sum()), int((batch["labels"] != -100).sum())]
+
+    def add_counts(self, counts: list[float]) -> None:
+        self.state.tokens += int(counts[0])
+        self.state.masked += int(counts[1])
+
+    def speed(self) -> float:
+        return self.state.tokens / max(self.state.train_seconds, 1e-9)
+
+    def plan(self) -> list[str]:
+        tr, m = self.cfg.train, self.masking
+        return [f"out_dir (the model and the run): {self.out_dir}",
+                *(f"text: {s.path} ({s.kind}, weight {s.weight:.4f}"
+                  + (f", {len(s.skip_ids)} validation rows never read" if s.skip_ids else "") + ")"
+                  for s in self.corpus.sources),
+                f"plan: {tr.max_steps} steps of {tr.batch_size * tr.grad_accum * self.dist.world} sequences x "
+                f"{self.cfg.data.max_length} tokens (batch {tr.batch_size} x accum {tr.grad_accum} x {self.dist.world} "
+                f"process(es)), masking {m.unit} units {m.prob:.0%} (n-grams up to {m.max_ngram}; {m.replace_mask:.0%} "
+                f"[MASK], {m.replace_random:.0%} random), lr {tr.lr:g}, on {self.device}"]
+
+    def before_first_step(self) -> None:
+        if not self.state.history:  # the untrained model's score: where the run started
+            self.evaluate()
+
+    def finish(self) -> dict[str, Any]:
         st = self.state
-        log.info("out_dir (the model and the run): %s", self.out_dir)
-        for s in self.corpus.sources:
-            log.info("text: %s (%s, weight %.4f%s)", s.path, s.kind, s.weight,
-                     f", {len(s.skip_ids)} validation rows never read" if s.skip_ids else "")
-        log.info("plan: %d steps of %d sequences x %d tokens (batch %d x accum %d x %d process(es)), masking %s, "
-                 "lr %g, on %s", tr.max_steps, tr.batch_size * tr.grad_accum * self.dist.world, self.cfg.data.max_length,
-                 tr.batch_size, tr.grad_accum, self.dist.world, self.masking, tr.lr, self.device)
-        if not st.history:
-            self._evaluate()
-        self.model.train()
-        bar = None
-        if tr.progress and self.dist.main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=tr.max_steps, initial=st.step, desc="pretrain", dynamic_ncols=True, file=sys.stderr)
-        window: list[float] = []
-        while st.step < tr.max_steps:
-            t0 = time.time()
-            loss, tokens, masked = self._step()
-            st.step += 1
-            st.train_seconds += time.time() - t0
-            st.tokens, st.masked = st.tokens + tokens, st.masked + masked
-            st.losses.append(loss)
-            window = (window + [loss])[-max(1, tr.log_every):]
-            speed = st.tokens / max(st.train_seconds, 1e-9)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(window) / len(window):.3f}", tok_s=f"{speed:.0f}")
-            if tr.log_every and st.step % tr.log_every == 0:
-                log.info("step %d/%d loss %.4f lr %.2e %.0f tokens/s", st.step, tr.max_steps,
-                         sum(window) / len(window), self.scheduler.get_last_lr()[0], speed)
-            done = st.step == tr.max_steps
-            if done or (tr.eval_every and st.step % tr.eval_every == 0):
-                self._evaluate()
-            if done or (tr.save_every and st.step % tr.save_every == 0):
-                self._save(finished=done)
-        if bar is not None:
-            bar.close()
-        if tr.max_steps == st.step and not (self.out_dir / "model.safetensors").exists():
-            self._save(finished=True)  # resumed a run that had already finished its steps
+        if not (self.out_dir / "model.safetensors").exists():
+            self.save(finished=True)  # resumed a run that had already finished its steps
         return {"out_dir": str(self.out_dir), "first": st.history[0], "last": st.history[-1], "main": self.dist.main}

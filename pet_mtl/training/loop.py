@@ -73,7 +73,7 @@ class Loop:
         loss_sum, counts = 0.0, None
         for k in range(tr.grad_accum):
             batch = self.next_batch()
-            sync = self.ddp.no_sync() if self.ddp is not self.model and k < tr.grad_accum - 1 else nullcontext()
+            sync = self.ddp.no_sync() if hasattr(self.ddp, "no_sync") and k < tr.grad_accum - 1 else nullcontext()
             with sync:
                 with autocast(self.device, tr.precision):
                     output = self.ddp(**self.objective.prepare(batch))

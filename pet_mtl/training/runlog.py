@@ -27,8 +27,10 @@ PLOT_EVERY_S = 60.0
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, main: bool, progress: bool, log_every: int, tensorboard: bool):
+    def __init__(self, run_dir: Path, main: bool, progress: bool, log_every: int, tensorboard: bool,
+                 name: str = "train", unit: str = "ex/s"):
         self.run_dir = run_dir
+        self.name, self.unit = name, unit  # the bar's label; what the speed counts (examples, tokens)
         self.main = main
         self.progress = progress and main
         self.log_every = log_every
@@ -61,26 +63,26 @@ class RunLog:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm(loggers=[log]):
-            self.bar = tqdm(total=total, initial=done, desc="train", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=done, desc=self.name, dynamic_ncols=True)
             try:
                 yield
             finally:
                 self.bar.close()
                 self.bar = None
 
-    def step(self, step: int, total: int, loss: float, lr: float, examples_per_s: float) -> None:
+    def step(self, step: int, total: int, loss: float, lr: float, speed: float) -> None:
         self.window.append(loss)
         mean = sum(self.window) / len(self.window)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{mean:.4f}", ex_s=f"{examples_per_s:.0f}")
+            self.bar.set_postfix({"loss": f"{mean:.4f}", self.unit: f"{speed:.0f}"})
         if self.log_every and step % self.log_every == 0 and self.main:
-            log.info("step %d/%d loss %.4f (mean of the last %d steps) lr %.2e %.0f ex/s", step, total, mean,
-                     len(self.window), lr, examples_per_s)
+            log.info("step %d/%d loss %.4f (mean of the last %d steps) lr %.2e %.0f %s", step, total, mean,
+                     len(self.window), lr, speed, self.unit)
             if self.tb is not None:
                 self.tb.add_scalar("train/loss", mean, step)
                 self.tb.add_scalar("train/lr", lr, step)
-                self.tb.add_scalar("train/examples_per_s", examples_per_s, step)
+                self.tb.add_scalar(f"train/{self.unit.replace('/', '_per_')}", speed, step)
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[bool]:
