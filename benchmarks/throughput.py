@@ -120,7 +120,7 @@ class Runner:
     def _naive_scores(self, b):
         logits = self.mlm(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # [B, 256, V]
         at = logits.gather(1, b["slot_positions"][..., None].expand(-1, -1, logits.size(-1))).float().log_softmax(-1)
-        return self.model.label_scores(at, b["pattern"])
+        return self.model.label_scores(at, b["head"])
 
     def step(self, i: int, timed: bool) -> None:
         import torch

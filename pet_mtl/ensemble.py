@@ -11,43 +11,54 @@ competition's rule, distil it into one model.)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from pet_mtl.core.errors import DataError, PetMtlError
+from pet_mtl.core.io import atomic_dir
 from pet_mtl.core.tasks import TASKS, get_task
 from pet_mtl.inference.submission import (
     SCORES_META,
     ZIP_NAME,
     claimed,
+    finish_folder,
     score_lines,
     scores_name,
-    write_folder,
+    submission_name,
 )
 
+#: rows averaged at a time
+CHUNK_ROWS = 8192
 
-def read_scores(path: Path, task: str) -> tuple[list[str], torch.Tensor]:
-    """(ids, [N, labels] log-probabilities) of one member's score file, checked line by line."""
+
+def score_rows(path: Path, task: str) -> Iterator[tuple[int, str, list[float]]]:
+    """(line, id, label log-probabilities) of one member's score file, streamed and checked line by line. Lines end
+    at "\\n" only (as predict writes them): an id may hold any other separator, U+2028 included."""
     labels = get_task(task).labels
-    ids, rows = [], []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        fh = open(path, "rb")
+    except OSError as e:
         raise DataError(path, None, f"unreadable: {e}") from None
-    for lineno, line in enumerate(lines, start=1):
-        try:
-            obj = json.loads(line)
-            ids.append(obj["id"])
-            rows.append([float(obj["log_probs"][code]) for code in labels])
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(path, lineno, f"expected {{\"id\", \"log_probs\": {{code: number}}}} for every {task} "
-                            f"label ({type(e).__name__}: {e})") from None
-    if not rows:
+    with fh:
+        n = 0
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+                row = [float(obj["log_probs"][code]) for code in labels]
+                if not isinstance(obj["id"], str):
+                    raise TypeError(f"id {obj['id']!r} is not a string")
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(path, lineno, f"expected {{\"id\", \"log_probs\": {{code: number}}}} for every {task} "
+                                f"label ({type(e).__name__}: {e})") from None
+            n += 1
+            yield lineno, obj["id"], row
+    if not n:
         raise DataError(path, None, "file holds no rows")
-    return ids, torch.tensor(rows)
 
 
 def member_weight(folder: Path, by: str) -> float:
@@ -77,21 +88,37 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
     if not tasks:
         raise PetMtlError(f"no task has a {scores_name('<task>')} in every folder (run predict with save_scores=true)")
     with claimed(out):
-        predictions, extra = {}, {}
-        for task in tasks:
-            members = [read_scores(f / scores_name(task), task) for f in folders]
-            ids = members[0][0]
-            for f, (other, _) in zip(folders, members):
-                if other != ids:
-                    raise DataError(f / scores_name(task), None, f"ids differ from {folders[0] / scores_name(task)}: "
-                                    "the members must have predicted the same input file")
-            mean = average([lp for _, lp in members], weights)
-            labels = get_task(task).labels
-            predictions[task] = [(i, labels[p]) for i, p in zip(ids, mean.argmax(-1).tolist())]
-            extra[scores_name(task)] = score_lines(task, ids, mean)
-        extra[SCORES_META] = json.dumps({"members": [str(f) for f in folders], "weights": weights}, indent=1)
-        complete = write_folder(out, predictions, extra, set(TASKS))
-    return out / ZIP_NAME if complete else out
+        def write(tmp: Path) -> None:
+            for task in tasks:
+                labels = get_task(task).labels
+                members = [score_rows(f / scores_name(task), task) for f in folders]
+                with open(tmp / submission_name(task), "w", encoding="utf-8") as preds, \
+                        open(tmp / scores_name(task), "w", encoding="utf-8") as scores:
+                    rows = itertools.zip_longest(*members)
+                    while chunk := list(itertools.islice(rows, CHUNK_ROWS)):  # memory does not grow with the file
+                        ids = [_same_row(folders, task, row) for row in chunk]
+                        mean = average([torch.tensor([row[m][2] for row in chunk]) for m in range(len(folders))],
+                                       weights)
+                        preds.write("".join(json.dumps({"id": i, "label": labels[p]}, ensure_ascii=False) + "\n"
+                                            for i, p in zip(ids, mean.argmax(-1).tolist())))
+                        scores.write(score_lines(task, ids, mean))
+            (tmp / SCORES_META).write_text(json.dumps({"members": [str(f) for f in folders], "weights": weights},
+                                                      indent=1), encoding="utf-8")
+            finish_folder(tmp, tasks, complete=set(tasks) == set(TASKS))
+
+        atomic_dir(out, write)
+    return out / ZIP_NAME if set(tasks) == set(TASKS) else out
+
+
+def _same_row(folders: list[Path], task: str, row: tuple) -> str:
+    """The id of one row of every member's file, which must be the same row of the same input file."""
+    first = row[0]
+    for f, member in zip(folders, row):
+        if member is None or first is None or member[1] != first[1]:
+            where = (member or first)[0]
+            raise DataError(f / scores_name(task), where, f"ids differ from {folders[0] / scores_name(task)} (line "
+                            f"{where}): the members must have predicted the same input file")
+    return first[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,11 +122,13 @@ def pseudo_labels(out: Path, examples: Mapping[str, list[Any]], gold: Mapping[st
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    from pet_mtl.core.validate import apply_renames
     from pet_mtl.data.regimes import load_task_data
     from pet_mtl.training.distillation import unlabelled_examples
 
     out = Path(HydraConfig.get().runtime.output_dir)
     base = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+").startswith(("ipet.", "hydra."))]
+    apply_renames(cfg)
     data = load_task_data(cfg)
     examples = unlabelled_examples(cfg, data)
     if not any(examples.values()):

@@ -27,6 +27,7 @@ from pet_mtl.core.errors import PetMtlError
 from pet_mtl.core.resources import CONF_DIR, data_dir
 from pet_mtl.core.tasks import TASKS, get_task
 from pet_mtl.data.readers import Example, read_examples, stratified_split
+from pet_mtl.data.regimes import carve_validation
 from pet_mtl.prompts import (
     SCORING_RULES,
     Pattern,
@@ -78,7 +79,7 @@ def _labelled(task: str, args, rows: int, part: str = "val") -> list[Example]:
         examples = read_examples(args.file, t, labelled=True)
     else:
         defaults = DataConfig()
-        train, val = stratified_split(read_examples(data_dir(args.data_dir) / t.files["train"], t, labelled=True),
+        train, val = carve_validation(read_examples(data_dir(args.data_dir) / t.files["train"], t, labelled=True),
                                       defaults.val_size, defaults.split_seed)
         examples = val if part == "val" else train
     return examples if len(examples) <= rows else stratified_split(examples, rows, 0)[1]
@@ -160,7 +161,7 @@ def preview(args) -> int:
         print(f"\n{task} {ex.id}" + (f" (label {ex.label})" if ex.label else "") + f" from {ex.source}")
         for f in featurizer.encode([ex], with_labels=False):
             pattern = featurizer.patterns[f.pattern]
-            full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.pattern))["input_ids"])
+            full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.head))["input_ids"])
             tokens = tokenizer.convert_ids_to_tokens(list(f.input_ids))
             print(f"  {pattern.name}: {len(tokens)} tokens" + (f" (cut from {full})" if full > len(tokens) else "")
                   + f", slot at {f.slot_start}..{f.slot_start + f.slot_len - 1}")
@@ -225,9 +226,8 @@ def ngram_candidates(texts: Sequence[str], n_chars: int, limit: int) -> list[str
 def search_verbalizers(args) -> int:
     import torch
 
-    from pet_mtl.inference.predictor import Predictor, score_predictions
+    from pet_mtl.inference.predictor import Predictor, score_features, score_predictions
     from pet_mtl.methods import build_scorer
-    from pet_mtl.methods.features import collate
 
     task = get_task(args.task)
     tokenizer, mlm = _tokenizer_and_model(args.model)
@@ -248,19 +248,18 @@ def search_verbalizers(args) -> int:
     # the template with a slot of --tokens positions: placeholder words of that length (their scores are not used)
     pattern = Pattern(task.name, f"{probe.name}@search", probe.source, dict(zip(task.labels, words)), probe.origin)
     featurizer, model = build_scorer("pet", tokenizer, mlm, {task.name: [pattern]}, [task.name], args.max_length)
-    model.eval()
     candidates = torch.tensor([tokenizer(w, add_special_tokens=False)["input_ids"] for w in words])  # [M, S]
     feats = featurizer.encode(train)
     labels = torch.tensor([task.label_index(e.label) for e in train])
-    sums = torch.zeros(task.num_labels, len(words))
-    with torch.inference_mode():
-        for start in range(0, len(feats), 64):
-            batch = collate(feats[start:start + 64], tokenizer.pad_token_id, 1)
-            logp = model.slot_logits(batch["input_ids"], batch["attention_mask"], batch["slot_positions"],
-                                     batch.get("token_type_ids")).float()
-            logp = logp.log_softmax(-1)  # [B, S, V]
-            s = sum(logp[:, i, candidates[:, i]] for i in range(candidates.size(1)))  # [B, M]
-            sums.index_add_(0, labels[start:start + 64], s)
+
+    def candidate_scores(batch):  # [B, M]: each candidate word's log-probability at the slot, summed over positions
+        logp = model.slot_logits(batch["input_ids"], batch["attention_mask"], batch["slot_positions"],
+                                 batch.get("token_type_ids")).float().log_softmax(-1)  # [B, S, V]
+        return sum(logp[:, i, candidates[:, i]] for i in range(candidates.size(1)))
+
+    scores = score_features(model, feats, 64, tokenizer.pad_token_id, 1, "fp32", torch.device("cpu"),
+                            forward=candidate_scores, width=len(words))
+    sums = torch.zeros(task.num_labels, len(words)).index_add_(0, labels, scores)
     counts = torch.bincount(labels, minlength=task.num_labels).clamp(min=1)[:, None].float()
     inside = sums / counts
     outside = (sums.sum(0, keepdim=True) - sums) / (len(train) - counts).clamp(min=1)

@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> float:
     from pet_mtl.pretraining.pretrainer import Pretrainer
 
     summary = Pretrainer(cfg, Path(cfg.out_dir)).fit()
-    if summary["main"]:
+    if summary["is_main"]:
         first, last = summary["first"], summary["last"]
         print(f"masked LM:     {summary['out_dir']}")
         print(f"held-out pseudo-perplexity: {first['pseudo_perplexity']:.3f} (step {first['step']}) -> "

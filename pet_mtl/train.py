@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float:
     from pet_mtl.training.trainer import Trainer
 
     summary = Trainer(cfg, Path(HydraConfig.get().runtime.output_dir)).fit()
-    if not summary["main"]:  # under torchrun, rank 0 reports and predicts
+    if not summary["is_main"]:  # under torchrun, rank 0 reports and predicts
         return summary["best"]["score"]
     run_dir = Path(summary["run_dir"])
     best = summary["best"]

@@ -67,8 +67,8 @@ def test_averaging_leaves_the_trajectory_alone_and_reports_what_it_bought(tiny_d
     assert not torch.allclose(avg_w[key], plain_w[key])  # the checkpoint holds the average
 
 
-def test_an_out_of_range_decay_is_refused(tiny_dir, synthetic_dir, tmp_path):
-    from pet_mtl.core.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"train.ema=1.0: expected a number in \[0, 1\)"):
-        Trainer(cfg(tiny_dir, synthetic_dir, "train.ema=1.0"), tmp_path)
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5])
+def test_the_average_refuses_a_decay_outside_the_open_unit_interval(decay):
+    """The class's own guard (usable without a config): a decay of 1 would never move, 0 would be no average."""
+    with pytest.raises(ValueError, match=f"decay {decay}: expected a number in \\(0, 1\\)"):
+        WeightAverage(torch.nn.Linear(2, 2), decay)

@@ -159,8 +159,8 @@ def test_masking_is_a_function_of_seed_and_sequence_index(tiny):
 def test_held_out_and_validation_rows_are_never_trained_on(synthetic_dir, tmp_path):
     text = [str(synthetic_dir)]
     skip = competition_rows_to_skip(text, 0.1, 42, None, 1000)
-    corpus = Corpus(build_sources(text, skip), seed=0, held_out_fraction=0.1, max_bad_fraction=0.0)
-    held = {d.where for docs in corpus.held_out_docs(10_000).values() for d in docs}
+    corpus = Corpus(build_sources(text, skip), seed=0, eval_fraction=0.1, max_bad_fraction=0.0)
+    held = {d.where for docs in corpus.eval_slice_docs(10_000).values() for d in docs}
     trained = {corpus.next_doc().where for _ in range(3000)}  # several passes over every file
     assert held and trained and not held & trained
     assert all(f["passes"] >= 1 for f in corpus.report())

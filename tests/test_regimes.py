@@ -10,10 +10,12 @@ from helpers import make_cfg
 
 from pet_mtl.core.errors import ConfigError, DataError
 from pet_mtl.core.tasks import TASKS
+from pet_mtl.core.validate import apply_renames
 from pet_mtl.data.readers import read_tsv
 from pet_mtl.data.regimes import load_task_data, text_key
 from pet_mtl.inference.checkpoint import load_scorer
 from pet_mtl.inference.predictor import Predictor
+from pet_mtl.training.checks import check
 from pet_mtl.training.trainer import Trainer
 
 JSON_LABEL = {"0": "entailment", "1": "neutral", "2": "contradiction"}
@@ -81,17 +83,21 @@ def test_fewshot_config_errors_name_the_fix(synthetic_dir, fewclue_dir, tmp_path
 
 
 def test_the_old_spellings_still_work_with_a_deprecation_message(synthetic_dir, fewclue_dir, caplog):
+    """Renamed where the config enters (the training checks, iPET's entry point), once, before any data is read."""
     new = load_task_data(fewshot_cfg(synthetic_dir, fewclue_dir, "data.fewclue_split=1", "data.held_out_per_task=20"))
     caplog.set_level("WARNING", logger="pet_mtl")
-    old = load_task_data(make_cfg("data=fewclue", f"data.dir={synthetic_dir}", f"data.fewclue_dir={fewclue_dir}",
-                                  "data.k_per_class=3", "data.split=1", "data.eval_per_task=20"))
+    old_cfg = make_cfg("data=fewclue", f"data.dir={synthetic_dir}", f"data.fewclue_dir={fewclue_dir}",
+                       "data.k_per_class=3", "data.split=1", "data.eval_per_task=20", "train.temperature=3.0")
+    check(old_cfg)
+    old = load_task_data(old_cfg)
     for name in TASKS:
         assert [e.id for e in old[name].train] == [e.id for e in new[name].train]
         assert [e.id for e in old[name].held_out] == [e.id for e in new[name].held_out]
     assert "data.split is deprecated" in caplog.text and "use data.fewclue_split=1" in caplog.text
     assert "data.eval_per_task is deprecated" in caplog.text
+    assert old_cfg.train.sampling_temperature == 3.0 and "use train.sampling_temperature=3.0" in caplog.text
     with pytest.raises(ConfigError, match="data.split=1 .deprecated. and data.fewclue_split=2 disagree"):
-        load_task_data(fewshot_cfg(synthetic_dir, fewclue_dir, "data.split=1", "data.fewclue_split=2"))
+        apply_renames(fewshot_cfg(synthetic_dir, fewclue_dir, "data.split=1", "data.fewclue_split=2"))
 
 
 def test_a_fewshot_run_reports_checkpoint_best_loaded_from_disk_on_the_held_out_set(tiny_dir, synthetic_dir,

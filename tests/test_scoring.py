@@ -111,7 +111,7 @@ def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny, rule, aggregate)
                           precision="fp32", device=torch.device("cpu"))
     for row, (f, (task, _, _, text, slot_len)) in enumerate(zip(feats, CASES)):
         assert list(f.input_ids) == tok(text)["input_ids"], (text, tok.decode(list(f.input_ids)))
-        words = enc.patterns[f.pattern].verbalizer
+        words = enc.patterns[f.head].verbalizer
         expected = oracle_scores(tiny_dir, text, words, slot_len, rule, aggregate)
         assert torch.allclose(ours[row, : len(words)], torch.tensor(expected), atol=1e-4), text
         assert (ours[row, len(words):] <= -1e8).all()  # labels the task lacks never win

@@ -62,3 +62,36 @@ def test_auxiliary_mlm_loss_falls_and_label_scores_still_match_the_oracle(tiny_d
     for f in (run / "checkpoint-best" / "tokenizer").iterdir():
         shutil.copy(f, plain / f.name)
     test_scoring.test_scores_equal_a_plain_masked_lm_forward(plain, load_pretrained(plain), "word", "logsumexp")
+
+
+def test_each_kind_of_source_is_read_for_its_task_and_weighted_by_its_size(synthetic_dir, tmp_path):
+    """CLUE JSON lines keep a pair a pair, plain text is one row a line, and a file's share of the draws follows
+    its size (so rows are drawn about uniformly over all files)."""
+    pairs = tmp_path / "ocnli.json"
+    pairs.write_text("".join(json.dumps({"sentence1": f"前提{i}", "sentence2": f"假设{i}", "label": "neutral"},
+                                        ensure_ascii=False) + "\n" for i in range(40)), encoding="utf-8")
+    small, big = tmp_path / "small.txt", tmp_path / "big.txt"
+    small.write_text("".join(f"短{i}\n" for i in range(10)), encoding="utf-8")
+    big.write_text("".join(f"长{i}\n" for i in range(90)), encoding="utf-8")
+    cfg = make_cfg(f"data.dir={synthetic_dir}", f"data.unlabelled.ocnli=[{pairs}]",
+                   f"data.unlabelled.tnews=[{small},{big}]")
+    files = sources(cfg, load_task_data(cfg))
+    assert [(f.path.name, f.kind, f.task.name) for f in files] == [
+        ("ocnli.json", "clue", "ocnli"), ("small.txt", "text", "tnews"), ("big.txt", "text", "tnews")]
+    assert [f.weight for f in files] == [float(p.stat().st_size) for p in (pairs, small, big)]
+    corpus = Corpus(files, 0, 0.0, 0.0)
+    docs = [corpus.next_doc().segments for _ in range(3000)]
+    assert all(len(d) == 2 for d in docs if d[0].startswith("前提"))
+    drawn = {name: sum(d[0].startswith(name) for d in docs) for name in ("前提", "短", "长")}
+    share = {n: files[i].weight / sum(f.weight for f in files) for i, n in enumerate(("前提", "短", "长"))}
+    for name in drawn:
+        assert abs(drawn[name] / len(docs) - share[name]) < 0.05, (drawn, share)
+
+
+def test_a_test_split_that_is_not_there_is_named(synthetic_dir, tmp_path):
+    empty = tmp_path / "data"
+    shutil.copytree(synthetic_dir, empty)
+    (empty / "TNEWS_a.csv").unlink()
+    cfg = make_cfg(f"data.dir={empty}", "data.unlabelled.tnews=[a]")
+    with pytest.raises(ConfigError, match=r"data.unlabelled.tnews: a is .*TNEWS_a.csv, which does not exist"):
+        sources(cfg, load_task_data(cfg))

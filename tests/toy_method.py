@@ -24,7 +24,7 @@ class BagOfEmbeddings(Scorer):
         self.register_buffer("label_mask", torch.tensor([[c < n for c in range(self.max_labels)] for n in sizes]),
                              persistent=False)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task) -> torch.Tensor:
+    def scores(self, input_ids, attention_mask, slot_positions, head, task) -> torch.Tensor:
         emb = self.mlm.get_input_embeddings()(input_ids) * attention_mask[..., None]
         mean = emb.sum(1) / attention_mask.sum(1, keepdim=True)
         return self.classifier(mean).float().masked_fill(~self.label_mask[task], NEG)

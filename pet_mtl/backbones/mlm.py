@@ -10,24 +10,23 @@ import torch
 from torch import nn
 
 
-def mlm_head(mlm: nn.Module) -> nn.Module | None:
-    """The child module that maps hidden states to vocabulary logits (BERT `cls`, RoBERTa `lm_head`, ...).
+def split_mlm(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(encoder, vocabulary head) of a Hugging Face masked LM (BERT's bert/cls, RoBERTa's roberta/lm_head...), so
+    the head can run on chosen positions only. Both the scorer and the masked-LM objective use this one accessor.
 
-    Found generically as the top-level child, other than the encoder, that contains the output embeddings;
-    None when a model's head cannot be applied on its own (then the scorer falls back to the full forward).
+    Accepted only when the model is the plain shape: besides its base model exactly one top-level child, and that
+    child holds the output embeddings. Anything else (a head split over two modules, as ELECTRA's generator; a
+    head that takes the embeddings as an argument) gives None, and the caller runs the model's full forward,
+    which is slower but never wrong.
     """
-    out = mlm.get_output_embeddings()
-    base = getattr(mlm, "base_model_prefix", None)
-    heads = [m for name, m in mlm.named_children() if name != base and any(x is out for x in m.modules())]
-    return heads[0] if len(heads) == 1 else None
-
-
-def split_mlm(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(encoder, prediction head) of a Hugging Face masked LM (BERT's bert/cls, RoBERTa's roberta/lm_head...):
-    its children besides the base model must be exactly one head. None when the model is built otherwise."""
     base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        return None
     others = [m for _, m in model.named_children() if m is not base]
-    return (base, others[0]) if base is not None and base is not model and len(others) == 1 else None
+    out = model.get_output_embeddings()
+    if len(others) != 1 or out is None or not any(x is out for x in others[0].modules()):
+        return None
+    return base, others[0]
 
 
 class MaskedLM(torch.nn.Module):

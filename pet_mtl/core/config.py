@@ -115,7 +115,10 @@ class TrainConfig(OptimizerConfig):
     ema: float = 0.0
     #: proportional | temperature | round_robin (pet_mtl/sampling.py)
     sampling: str = "proportional"
-    temperature: float = 2.0
+    #: train.sampling=temperature: a task of n rows is drawn in proportion to n^(1/T)
+    sampling_temperature: float = 2.0
+    #: deprecated spelling of sampling_temperature (removed in the next release; distill.temperature is another thing)
+    temperature: Optional[float] = None
     #: per-task loss weights: train.task_weights.ocemotion=2.0 (every task is listed, so overriding one is a plain
     #: override; a task missing from the map weighs 1)
     task_weights: Dict[str, float] = field(default_factory=lambda: {"ocnli": 1.0, "ocemotion": 1.0, "tnews": 1.0})
@@ -340,7 +343,7 @@ class PretrainConfig:
 
 #: old key -> new key: the old spelling keeps working for one release, with a deprecation message
 RENAMED = {"data.split": "data.fewclue_split", "data.eval_per_task": "data.held_out_per_task",
-           "pattern_root": "pattern_roots"}
+           "pattern_root": "pattern_roots", "train.temperature": "train.sampling_temperature"}
 
 
 def finite(v: Any) -> bool:
@@ -369,7 +372,7 @@ TRAIN_RANGES = {
     "train.mlm_weight": _at_least(0), "train.mlm_batch_size": _at_least(1, optional=True),
     "distill.temperature": _above(0), "distill.max_rows_per_task": _at_least(1, optional=True),
     "ipet.generations": _at_least(1), "ipet.scale": _above(0),
-    "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.temperature": _above(0),
+    "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.sampling_temperature": _above(0),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),
     "model.cln_dim": _at_least(1), "model.head_dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),

@@ -22,7 +22,7 @@ class Dist:
     local_rank: int = 0
 
     @property
-    def main(self) -> bool:
+    def is_main(self) -> bool:
         return self.rank == 0
 
     @classmethod

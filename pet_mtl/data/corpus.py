@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import gzip
 import io
-import json
 import logging
 import random
 import zlib
@@ -32,6 +31,7 @@ from typing import Any, Callable, Iterator
 
 from pet_mtl.core.errors import ConfigError, DataError
 from pet_mtl.core.tasks import TASKS, Task
+from pet_mtl.data.readers import LineError, json_object, tsv_columns
 
 log = logging.getLogger("pet_mtl")
 
@@ -167,11 +167,9 @@ def _segments(source: FileSource, line: str) -> tuple[str, ...] | None:
         return (line.strip(),)
     if source.kind == "clue":
         try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as e:
-            raise BadLine(f"not a JSON object: {str(e)[:80]}") from None
-        if not isinstance(obj, dict):
-            raise BadLine(f"expected a JSON object, found {type(obj).__name__}")
+            obj = json_object(line)
+        except LineError as e:
+            raise BadLine(str(e)) from None
         keys = tuple(source.task.json_fields.values()) if source.task is not None else None
         if keys is not None:  # a task's file: exactly its keys (OCNLI's pair, TNEWS's sentence...)
             if not all(isinstance(obj.get(k), str) and obj[k].strip() for k in keys):
@@ -183,17 +181,11 @@ def _segments(source: FileSource, line: str) -> tuple[str, ...] | None:
             if isinstance(obj.get(k), str) and obj[k].strip():
                 return (obj[k].strip(),)
         raise BadLine(f"no text under {', '.join(CLUE_PAIR + CLUE_SINGLE)}")
-    task = source.task
-    parts = line.split("\t")
-    if len(parts) not in (1 + len(task.fields), 2 + len(task.fields)):
-        raise BadLine(f"expected {1 + len(task.fields)} or {2 + len(task.fields)} tab-separated columns (id, "
-                      f"{', '.join(task.fields)}[, label]), found {len(parts)}")
-    if parts[0] in source.skip_ids:
-        return None
-    texts = tuple(p.strip() for p in parts[1:1 + len(task.fields)])
-    if not all(texts):
-        raise BadLine("an empty text column")
-    return texts
+    try:  # the competition format as the strict reader parses it, the label column optional
+        row_id, fields, _ = tsv_columns(line, source.task, labelled=None)
+    except LineError as e:
+        raise BadLine(str(e)) from None
+    return None if row_id in source.skip_ids else tuple(v.strip() for v in fields.values())
 
 
 def documents(source: FileSource, select: Callable[[int], bool] | None = None,
@@ -214,8 +206,9 @@ def documents(source: FileSource, select: Callable[[int], bool] | None = None,
                 yield lineno, segments
 
 
-def held_out(seed: int, source: FileSource, lineno: int, fraction: float) -> bool:
-    """Whether this line belongs to the held-out slice (the same answer on every pass, resume and process)."""
+def in_eval_slice(seed: int, source: FileSource, lineno: int, fraction: float) -> bool:
+    """Whether this line belongs to the evaluation slice (never trained on; the pseudo-perplexity reads it): the
+    same answer on every pass, resume and process. Not the few-shot regime's held-out set, which is rows of a task."""
     key = f"{seed}:{source.path.name}:{lineno}".encode()
     return zlib.crc32(key) % BUCKETS < fraction * BUCKETS
 
@@ -246,10 +239,10 @@ class Corpus:
     """An endless, seeded, resumable stream of training documents drawn from `sources` by weight; files that end
     start again (another pass). `state` is all it needs to continue exactly where it was."""
 
-    def __init__(self, sources: list[FileSource], seed: int, held_out_fraction: float, max_bad_fraction: float):
+    def __init__(self, sources: list[FileSource], seed: int, eval_fraction: float, max_bad_fraction: float):
         self.sources = sources
         self.seed = seed
-        self.fraction = held_out_fraction
+        self.fraction = eval_fraction
         self.max_bad = max_bad_fraction
         self.state = CorpusState(0, [FileState() for _ in sources])
         self._handles: list[Iterator[tuple[int, bytes]] | None] = [None] * len(sources)
@@ -311,7 +304,7 @@ class Corpus:
                     self._bad(i, lineno, str(e))
                     self._check_rate(i, lineno)
                     continue
-                if segments is None or held_out(self.seed, src, lineno, self.fraction):
+                if segments is None or in_eval_slice(self.seed, src, lineno, self.fraction):
                     continue
                 st.docs += 1
                 return Doc(segments, f"{src.path}:{lineno}")
@@ -321,7 +314,7 @@ class Corpus:
             st.passes, st.line, self._handles[i] = st.passes + 1, 0, None
         raise DataError(src.path, None, "holds no training document (empty, or every line held out or skipped)")
 
-    def held_out_docs(self, per_entry: int) -> dict[str, list[Doc]]:
+    def eval_slice_docs(self, per_entry: int) -> dict[str, list[Doc]]:
         """Up to `per_entry` held-out documents of each `text` entry, its files read in turn, line by line (a
         separate read: the training stream is untouched)."""
         out: dict[str, list[Doc]] = {}
@@ -342,7 +335,7 @@ class Corpus:
         return out
 
     def _held_out_lines(self, src: FileSource) -> Iterator[Doc]:
-        for lineno, segments in documents(src, lambda n: held_out(self.seed, src, n, self.fraction)):
+        for lineno, segments in documents(src, lambda n: in_eval_slice(self.seed, src, n, self.fraction)):
             yield Doc(segments, f"{src.path}:{lineno}")
 
     def report(self) -> list[dict[str, Any]]:
@@ -358,8 +351,8 @@ def competition_rows_to_skip(text: list[Any], val_size: float, split_seed: int,
     (data.val_size, data.split_seed) and, with a FewCLUE folder, the few-shot regime's held-out set. Pretraining
     never reads their text, so a pretrained model is scored on text it has not seen."""
     from pet_mtl.core.config import Config
-    from pet_mtl.data.readers import read_examples, stratified_split
-    from pet_mtl.data.regimes import fewshot
+    from pet_mtl.data.readers import read_examples
+    from pet_mtl.data.regimes import carve_validation, fewshot
 
     skip: dict[Path, set[str]] = {}
     for entry in parse_entries(text):
@@ -368,7 +361,7 @@ def competition_rows_to_skip(text: list[Any], val_size: float, split_seed: int,
                 continue
             examples = read_examples(path, task, labelled=True)
             ids = skip.setdefault(path.resolve(), set())
-            ids.update(ex.id for ex in stratified_split(examples, val_size, split_seed)[1])
+            ids.update(ex.id for ex in carve_validation(examples, val_size, split_seed)[1])
             if fewclue_dir is not None:
                 cfg = Config(tasks=[task.name])
                 cfg.data.dir, cfg.data.fewclue_dir = str(path.parent), fewclue_dir

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import random
+from array import array
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from pet_mtl.core.errors import DataError
 from pet_mtl.core.tasks import Task
@@ -58,65 +59,76 @@ def _check_label(task: Task, label: str, path: Path, lineno: int) -> str:
     return label
 
 
-def _check_unique(seen: dict[str, int], ex_id: str, path: Path, lineno: int) -> None:
-    if ex_id in seen:
-        raise DataError(path, lineno, f"duplicate id {ex_id!r} (first seen on line {seen[ex_id]})")
-    seen[ex_id] = lineno
+class LineError(ValueError):
+    """What is wrong with one line; a strict reader names the file and line, a lenient one counts it as bad."""
 
 
-def read_tsv(path: str | Path, task: Task, labelled: bool) -> list[Example]:
-    """Read a competition file: `id, <task.fields...>[, label]`, tab-separated."""
-    path = Path(path)
-    columns = ("id", *task.fields, *(("label",) if labelled else ()))
-    examples: list[Example] = []
-    seen: dict[str, int] = {}
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        if "\r" in line:
-            raise DataError(path, lineno, "a carriage return (\\r) inside the line: the file has old Mac (CR) line "
-                            "endings, or a text holds a line break; expected one row per line ending in \\n or \\r\\n")
-        parts = line.split("\t")
-        if len(parts) != len(columns):
-            hint = ""
+def tsv_columns(line: str, task: Task, labelled: bool | None) -> tuple[str, dict[str, str], str | None]:
+    """(id, fields, label) of one competition row: `id, <task.fields...>[, label]`, tab-separated, every column
+    non-empty. `labelled=None` takes the label column as optional (text readers that ignore labels)."""
+    if "\r" in line:
+        raise LineError("a carriage return (\\r) inside the line: the file has old Mac (CR) line endings, or a text "
+                        "holds a line break; expected one row per line ending in \\n or \\r\\n")
+    parts = line.split("\t")
+    with_label = len(parts) == 2 + len(task.fields) if labelled is None else labelled
+    columns = ("id", *task.fields, *(("label",) if with_label else ()))
+    if len(parts) != len(columns):
+        hint = ""
+        if labelled is None:
+            columns_said = f"{len(columns)} or {len(columns) + 1}"
+        else:
+            columns_said = str(len(columns))
             if len(parts) == len(columns) + 1 and not labelled:
                 hint = " (a label column in a test file?)"
             elif len(parts) == len(columns) - 1 and labelled:
                 hint = " (the label column is missing: is this a test file?)"
-            elif len(parts) > len(columns):
-                hint = " (a tab inside a text?)"
-            raise DataError(path, lineno, f"expected {len(columns)} tab-separated columns ({', '.join(columns)}), found {len(parts)}{hint}")
-        for name, value in zip(columns, parts):
-            if not value.strip():
-                raise DataError(path, lineno, f"empty {name} field")
-        ex_id = parts[0]
-        _check_unique(seen, ex_id, path, lineno)
-        label = _check_label(task, parts[-1].strip(), path, lineno) if labelled else None
-        fields = dict(zip(task.fields, parts[1:1 + len(task.fields)]))
-        examples.append(Example(task.name, ex_id, fields, label, f"{path}:{lineno}"))
-    if not examples:
-        raise DataError(path, None, "file holds no rows")
-    return examples
+        if not hint and len(parts) > len(columns) + (labelled is None):
+            hint = " (a tab inside a text?)"
+        raise LineError(f"expected {columns_said} tab-separated columns ({', '.join(columns)}"
+                        f"{'[, label]' if labelled is None else ''}), found {len(parts)}{hint}")
+    for name, value in zip(columns, parts):
+        if not value.strip():
+            raise LineError(f"empty {name} field")
+    return parts[0], dict(zip(task.fields, parts[1:1 + len(task.fields)])), parts[-1].strip() if with_label else None
 
 
-def read_jsonl(path: str | Path, task: Task, labelled: bool = True) -> list[Example]:
-    """Read CLUE/FewCLUE JSON lines for `task` (keys from `task.json_fields`)."""
-    path = Path(path)
-    examples: list[Example] = []
-    seen: dict[str, int] = {}
+def json_object(line: str) -> dict:
+    """One JSON-lines row as a dict: an object, each key once, of a depth and size Python parses."""
+    try:
+        obj = json.loads(line, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise LineError(f"not a JSON object: {e.msg} at column {e.colno}") from None
+    except _DuplicateKey as e:
+        raise LineError(f"key {e.args[0]!r} appears twice in one object") from None
+    except (RecursionError, ValueError) as e:  # nested too deep; an integer of thousands of digits
+        raise LineError(f"not a JSON line pet_mtl reads: {type(e).__name__}: {str(e)[:120]}") from None
+    if not isinstance(obj, dict):
+        raise LineError(f"expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def tsv_rows(path: Path, task: Task, labelled: bool) -> Iterator[Example]:
+    """A competition file's rows: `id, <task.fields...>[, label]`, tab-separated, each validated as read."""
     for lineno, line in _lines(path):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as e:
-            raise DataError(path, lineno, f"not a JSON object: {e.msg} at column {e.colno}") from None
-        except _DuplicateKey as e:
-            raise DataError(path, lineno, f"key {e.args[0]!r} appears twice in one object") from None
-        except (RecursionError, ValueError) as e:  # nested too deep; an integer of thousands of digits
-            raise DataError(path, lineno, f"not a JSON line pet_mtl reads: {type(e).__name__}: {str(e)[:120]}") from None
-        if not isinstance(obj, dict):
-            raise DataError(path, lineno, f"expected a JSON object, found {type(obj).__name__}")
+            ex_id, fields, label = tsv_columns(line, task, labelled)
+        except LineError as e:
+            raise DataError(path, lineno, str(e)) from None
+        label = _check_label(task, label, path, lineno) if labelled else None
+        yield Example(task.name, ex_id, fields, label, f"{path}:{lineno}")
+
+
+def jsonl_rows(path: Path, task: Task, labelled: bool) -> Iterator[Example]:
+    """CLUE/FewCLUE JSON lines for `task` (keys from `task.json_fields`), each validated as read."""
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json_object(line)
+        except LineError as e:
+            raise DataError(path, lineno, str(e)) from None
         fields = {}
         for name, key in task.json_fields.items():
             value = obj.get(key)
@@ -124,17 +136,13 @@ def read_jsonl(path: str | Path, task: Task, labelled: bool = True) -> list[Exam
                 raise DataError(path, lineno, f"missing or empty {key!r} (the {task.name} {name} text)")
             fields[name] = value
         ex_id = _json_id(obj.get("id", lineno - 1), path, lineno)
-        _check_unique(seen, ex_id, path, lineno)
         label = None
         if labelled:
             if "label" not in obj:
                 raise DataError(path, lineno, "missing 'label'")
             raw = str(obj["label"])
             label = _check_label(task, task.json_labels.get(raw, raw), path, lineno)
-        examples.append(Example(task.name, ex_id, fields, label, f"{path}:{lineno}"))
-    if not examples:
-        raise DataError(path, None, "file holds no rows")
-    return examples
+        yield Example(task.name, ex_id, fields, label, f"{path}:{lineno}")
 
 
 class _DuplicateKey(Exception):
@@ -160,10 +168,60 @@ def _json_id(value: object, path: Path, lineno: int) -> str:
     raise DataError(path, lineno, f"id must be a non-empty string or an integer, found {json.dumps(value)}")
 
 
+def iter_examples(path: str | Path, task: Task, labelled: bool,
+                  rows: Callable[[Path, Task, bool], Iterator[Example]] | None = None) -> Iterator[Example]:
+    """Stream a file's rows (`.json`/`.jsonl`: CLUE JSON lines; anything else: competition TSV; or `rows`), each
+    validated as read, so memory does not grow with the file. Ids must be unique: checked in 16 bytes a row (a
+    hash and the line), and a duplicate is reported, with both lines, once the file has been read (after the last
+    row was handed out: a caller that writes must write somewhere it can throw away, as predict's temporary
+    folder)."""
+    path = Path(path)
+    if rows is None:
+        rows = jsonl_rows if path.suffix.lower() in (".json", ".jsonl") else tsv_rows
+    hashes, lines = array("q"), array("q")
+    for ex in rows(path, task, labelled):
+        hashes.append(hash(ex.id))
+        lines.append(_line_of(ex))
+        yield ex
+    if not hashes:
+        raise DataError(path, None, "file holds no rows")
+    _refuse_duplicates(path, hashes, lines, lambda: rows(path, task, labelled))
+
+
+def _line_of(ex: Example) -> int:
+    return int(ex.source.rsplit(":", 1)[1])
+
+
+def _refuse_duplicates(path: Path, hashes: array, lines: array, reread: Callable[[], Iterator[Example]]) -> None:
+    """The first row (in file order) whose id an earlier row had: equal hashes, confirmed on the ids themselves."""
+    import torch
+
+    order = torch.frombuffer(hashes, dtype=torch.int64).sort(stable=True)
+    same = (order.values[1:] == order.values[:-1]).nonzero().flatten().tolist()
+    pairs = sorted((int(order.indices[i + 1]), int(order.indices[i])) for i in same)  # (later row, earlier row)
+    if not pairs:
+        return
+    wanted = {lines[r] for pair in pairs for r in pair}
+    ids = {_line_of(ex): ex.id for ex in reread() if _line_of(ex) in wanted}
+    for later, earlier in pairs:
+        if ids[lines[later]] == ids[lines[earlier]]:
+            raise DataError(path, lines[later], f"duplicate id {ids[lines[later]]!r} (first seen on line "
+                                                f"{lines[earlier]})")
+
+
 def read_examples(path: str | Path, task: Task, labelled: bool) -> list[Example]:
-    """Dispatch on the file name: `.json`/`.jsonl` are CLUE JSON lines, anything else competition TSV."""
-    suffix = Path(path).suffix.lower()
-    return (read_jsonl if suffix in (".json", ".jsonl") else read_tsv)(path, task, labelled)
+    """All of a file's rows (see iter_examples)."""
+    return list(iter_examples(path, task, labelled))
+
+
+def read_tsv(path: str | Path, task: Task, labelled: bool) -> list[Example]:
+    """A competition file's rows, whatever its name."""
+    return list(iter_examples(path, task, labelled, tsv_rows))
+
+
+def read_jsonl(path: str | Path, task: Task, labelled: bool = True) -> list[Example]:
+    """A CLUE JSON-lines file's rows, whatever its name."""
+    return list(iter_examples(path, task, labelled, jsonl_rows))
 
 
 def stratified_split(examples: Sequence[Example], size: float | int, seed: int) -> tuple[list[Example], list[Example]]:

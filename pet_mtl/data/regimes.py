@@ -23,7 +23,6 @@ from pet_mtl.core.config import Config
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.resources import data_dir
 from pet_mtl.core.tasks import Task, get_task
-from pet_mtl.core.validate import apply_renames
 from pet_mtl.data.readers import Example, read_examples, stratified_split
 
 log = logging.getLogger("pet_mtl")
@@ -44,13 +43,20 @@ def text_key(ex: Example, task: Task) -> tuple[str, ...]:
     return tuple(ex.fields[f].strip() for f in task.fields)
 
 
+def carve_validation(examples: Sequence[Example], val_size: float, split_seed: int
+                     ) -> tuple[list[Example], list[Example]]:
+    """(train, validation) of a training file: seeded, stratified by label. The one place the validation rows are
+    chosen: whatever must know them (pretraining's exclusions, the workbench's samples) carves them here."""
+    return stratified_split(examples, val_size, split_seed)
+
+
 def full(cfg: Config) -> dict[str, TaskData]:
     d = cfg.data
     out = {}
     for name in cfg.tasks:
         task = get_task(name)
         examples = read_examples(data_dir(d.dir) / task.files["train"], task, labelled=True)
-        train, val = stratified_split(examples, d.val_size, d.split_seed)
+        train, val = carve_validation(examples, d.val_size, d.split_seed)
         if d.max_val_per_task and len(val) > d.max_val_per_task:
             _, val = stratified_split(val, d.max_val_per_task, d.split_seed)
         if d.max_train_per_task and len(train) > d.max_train_per_task:
@@ -115,7 +121,8 @@ REGIMES: dict[str, Callable[[Config], dict[str, TaskData]]] = {"full": full, "fe
 
 
 def load_task_data(cfg: Config) -> dict[str, TaskData]:
-    apply_renames(cfg)
+    """Every task's rows under the config's regime (deprecated keys already renamed where the config entered: the
+    training checks, the iPET entry point)."""
     if cfg.data.regime not in REGIMES:
         raise ConfigError(f"data.regime={cfg.data.regime!r}: expected one of {', '.join(REGIMES)}")
     data = REGIMES[cfg.data.regime](cfg)

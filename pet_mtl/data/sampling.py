@@ -27,7 +27,7 @@ def _proportional(sizes: Mapping[str, int], temperature: float) -> dict[str, int
 
 def _temperature(sizes: Mapping[str, int], temperature: float) -> dict[str, int]:
     if temperature <= 0:
-        raise ConfigError(f"train.temperature must be > 0, got {temperature}")
+        raise ConfigError(f"train.sampling_temperature must be > 0, got {temperature}")
     total = sum(sizes.values())
     weights = {t: n ** (1.0 / temperature) for t, n in sizes.items()}
     z = sum(weights.values())

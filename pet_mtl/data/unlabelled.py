@@ -23,15 +23,15 @@ from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.resources import data_dir
 from pet_mtl.core.tasks import TEST_SPLITS, get_task, test_file
 from pet_mtl.data.corpus import FileSource, _entry_files, _kind_of
-from pet_mtl.data.regimes import TaskData
+from pet_mtl.data.regimes import TaskData, text_key
 
 
 def never_read(data: Mapping[str, TaskData]) -> dict[str, frozenset[tuple[str, ...]]]:
     """Per task, the texts (stripped, in field order) of the rows that select or report the checkpoint."""
     out = {}
     for name, d in data.items():
-        fields = get_task(name).fields
-        out[name] = frozenset(tuple(ex.fields[f].strip() for f in fields) for ex in [*d.val, *(d.held_out or [])])
+        task = get_task(name)
+        out[name] = frozenset(text_key(ex, task) for ex in [*d.val, *(d.held_out or [])])
     return out
 
 

@@ -111,12 +111,12 @@ def fit(predictor, sets: Mapping[str, Sequence]) -> tuple[dict[str, dict[str, fl
     return biases, report
 
 
-def fit_and_save(predictor, sets: Mapping[str, Sequence], ckpt: Path, main: bool = True) -> dict[str, dict]:
+def fit_and_save(predictor, sets: Mapping[str, Sequence], ckpt: Path, is_main: bool = True) -> dict[str, dict]:
     """`fit` on the validation sets, biases saved into the checkpoint (rank 0), the report logged and returned."""
     import logging
 
     biases, report = fit(predictor, sets)
-    if main:
+    if is_main:
         save(ckpt, biases, "fit_biases on the validation split")
     logging.getLogger("pet_mtl").info("calibration (validation macro-F1, 2-fold cross-fitted) | %s", " | ".join(
         f"{t} {r['before']:.4f} -> {r['cross_fitted']:.4f}{'' if r['applied'] else ' (not applied)'}"

@@ -5,7 +5,8 @@ prediction is computed the way the scoring oracle (tests/test_scoring.py) checks
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,17 +24,21 @@ from pet_mtl.metrics import classification_scores, competition_score
 @torch.inference_mode()
 def score_features(model: Scorer, features: Sequence[Feature], batch_size: int, pad_id: int,
                    pad_to_multiple_of: int, precision: str, device: torch.device, dist: Dist | None = None,
-                   progress: str | None = None) -> torch.Tensor:
+                   progress: str | None = None,
+                   forward: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+                   width: int | None = None) -> torch.Tensor:
     """[N, C] label scores in input order; batches are formed from length-sorted features to cut padding, and
     under torchrun each rank scores every world-th batch and the results are gathered. `progress`: a bar with
-    this description (rank 0)."""
+    this description (rank 0). `forward` (batch -> [B, width]) replaces the model's own forward for callers that
+    read something else from the same batches (the workbench scores candidate label words), so there is one
+    batching loop."""
     dist = dist or Dist()
     was_training = model.training
     model.eval()
     order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     mine_batches = batches[dist.rank::dist.world]
-    if progress and dist.main:
+    if progress and dist.is_main:
         from tqdm.auto import tqdm
 
         mine_batches = tqdm(mine_batches, desc=progress, unit="batch", leave=False, dynamic_ncols=True)
@@ -42,8 +47,8 @@ def score_features(model: Scorer, features: Sequence[Feature], batch_size: int, 
         batch = collate([features[i] for i in idx], pad_id, pad_to_multiple_of)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
-            mine.append((idx, model(**batch).float().cpu()))
-    out = torch.empty(len(features), model.max_labels)
+            mine.append((idx, (model(**batch) if forward is None else forward(batch)).float().cpu()))
+    out = torch.empty(len(features), model.max_labels if width is None else width)
     for part in dist.gather(mine):
         for idx, scores in part:
             out[idx] = scores
@@ -85,13 +90,23 @@ class Predictor:
     #: per task, [labels] biases added to the label log-probabilities before the argmax (calibration.py)
     biases: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    #: rows featurized and scored at a time: features are the bulk of inference's memory (~2.6 KB a row), so a
+    #: file of millions of rows costs what this many do; a task's validation split fits in one chunk
+    chunk_rows: int = 8192
+
+    def stream(self, examples: Iterable[Example]) -> Iterator[tuple[list[Example], torch.Tensor]]:
+        """(rows, their [n, labels] scores) chunk by chunk, in input order, for one task's rows read lazily."""
+        it = iter(examples)
+        while chunk := list(itertools.islice(it, self.chunk_rows)):
+            feats = self.featurizer.encode(chunk, with_labels=False)
+            scores = score_features(self.model, feats, self.batch_size, self.featurizer.tokenizer.pad_token_id,
+                                    self.pad_to_multiple_of, self.precision, self.device, self.dist,
+                                    f"{chunk[0].task} ({len(chunk)} rows)" if self.progress else None)
+            yield chunk, example_scores(feats, scores, len(chunk))[:, :get_task(chunk[0].task).num_labels]
+
     def scores(self, examples: Sequence[Example]) -> torch.Tensor:
         """[N, labels of the task] scores of one task's examples, in input order (averaged over patterns)."""
-        feats = self.featurizer.encode(examples, with_labels=False)
-        scores = score_features(self.model, feats, self.batch_size, self.featurizer.tokenizer.pad_token_id,
-                                self.pad_to_multiple_of, self.precision, self.device, self.dist,
-                                f"{examples[0].task} ({len(examples)} rows)" if self.progress else None)
-        return example_scores(feats, scores, len(examples))[:, :get_task(examples[0].task).num_labels]
+        return torch.cat([scores for _, scores in self.stream(examples)])
 
     def decide(self, task: str, scores: torch.Tensor) -> list[int]:
         """Label indices from one task's [N, labels] scores: the argmax of the log-probabilities plus the task's

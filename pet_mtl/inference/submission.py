@@ -2,20 +2,23 @@
 
 A submission folder is all of one run or nothing. Before any model is loaded the folder is claimed: a lock beside
 it refuses a second predict into the same folder, and a folder that holds files other than a submission's is
-refused rather than replaced. All inputs are read and every prediction made before anything is written; the files
-are then written into a fresh temporary sibling folder that is swapped in for the old one as a whole, so no stale
-file of an earlier run survives beside the new ones and a failure leaves the old folder as it was.
+refused rather than replaced. The files are written into a fresh temporary sibling folder, each input streamed
+through the model chunk by chunk (memory does not grow with the file), and the folder is swapped in for the old one
+as a whole once everything is written, so no stale file of an earlier run survives beside the new ones and a
+failure (a bad row, a duplicate id found at the end of a file) leaves the old folder as it was.
 """
 from __future__ import annotations
 
+import collections
 import fcntl
 import json
 import logging
 import os
 import tempfile
 import zipfile
+from array import array
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -24,11 +27,11 @@ from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import atomic_dir, remove_leftovers
 from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.tasks import TASKS, get_task, test_file
-from pet_mtl.data.readers import read_examples
+from pet_mtl.data.readers import iter_examples
 from pet_mtl.inference import calibration
 from pet_mtl.inference.checkpoint import load_scorer, resolve
-from pet_mtl.inference.predictor import Predictor, score_predictions
-from pet_mtl.metrics import competition_score
+from pet_mtl.inference.predictor import Predictor
+from pet_mtl.metrics import classification_scores, competition_score
 
 log = logging.getLogger("pet_mtl")
 
@@ -108,7 +111,8 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
             paths = {name: test_file(directory, name, split) for name in meta["tasks"]}
         log.info("predicting %s%s with %s", "" if files else f"test split {split}: ",
                  ", ".join(f"{t}: {p}" for t, p in paths.items()), ckpt)
-        inputs = {name: read_examples(path, get_task(name), labelled=labelled) for name, path in paths.items()}
+        for name, path in paths.items():  # every row of every file checked before any is scored (a cheap pass)
+            collections.deque(iter_examples(path, get_task(name), labelled), maxlen=0)
         dev = torch.device(device)
         biases = calibration.load(ckpt, {t: get_task(t).labels for t in meta["tasks"]}) if calibrate else {}
         if any(bool(b.any()) for b in biases.values()):
@@ -116,26 +120,48 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                      ", ".join(t for t, b in biases.items() if b.any()))
         predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev),
                               progress=progress, biases=biases)
-        predictions, extra, scores = {}, {}, {}
-        for name, examples in inputs.items():
-            log_probs = predictor.scores(examples).log_softmax(-1)
-            preds = predictor.decide(name, log_probs)
-            predictions[name] = [(ex.id, get_task(name).labels[p]) for ex, p in zip(examples, preds)]
-            if save_scores:
-                extra[scores_name(name)] = score_lines(name, [ex.id for ex in examples], log_probs)
+        rows, scores = {}, {}
+
+        def write(tmp: Path) -> None:
+            """Each task's file streamed through the model chunk by chunk into the temporary folder: memory does
+            not grow with the file (ids are checked for duplicates as they stream: iter_examples)."""
+            for name, path in paths.items():
+                task = get_task(name)
+                preds, gold = array("h"), array("h")
+                with ExitStack() as files:
+                    out_fh = files.enter_context(open(tmp / submission_name(name), "w", encoding="utf-8"))
+                    scores_fh = (files.enter_context(open(tmp / scores_name(name), "w", encoding="utf-8"))
+                                 if save_scores else None)
+                    for chunk, log_probs in predictor.stream(iter_examples(path, task, labelled)):
+                        log_probs = log_probs.log_softmax(-1)
+                        decided = predictor.decide(name, log_probs)
+                        out_fh.write("".join(json.dumps({"id": ex.id, "label": task.labels[p]}, ensure_ascii=False)
+                                             + "\n" for ex, p in zip(chunk, decided)))
+                        if scores_fh is not None:
+                            scores_fh.write(score_lines(name, [ex.id for ex in chunk], log_probs))
+                        preds.extend(decided)
+                        if labelled:
+                            gold.extend(task.label_index(ex.label) for ex in chunk)
+                rows[name] = len(preds)
+                if labelled:
+                    scores[name] = classification_scores(preds, gold, task.labels)
             if labelled:
-                scores[name] = score_predictions(examples, preds)
-        if labelled:
-            extra[EVAL_NAME] = json.dumps({"checkpoint": str(ckpt), "files": {t: str(p) for t, p in paths.items()},
-                                           "tasks": scores, "score": competition_score(scores)}, indent=1)
-        if save_scores:
-            extra[SCORES_META] = json.dumps({"checkpoint": str(ckpt), "validation_score":
-                                             (meta.get("metrics") or {}).get("score")}, indent=1)
-        complete = write_folder(out, predictions, extra, set(meta["tasks"]))
+                (tmp / EVAL_NAME).write_text(json.dumps({"checkpoint": str(ckpt), "files": {t: str(p) for t, p in
+                                                         paths.items()}, "tasks": scores,
+                                                         "score": competition_score(scores)}, indent=1),
+                                             encoding="utf-8")
+            if save_scores:
+                (tmp / SCORES_META).write_text(json.dumps({"checkpoint": str(ckpt), "validation_score":
+                                                           (meta.get("metrics") or {}).get("score")}, indent=1),
+                                               encoding="utf-8")
+            finish_folder(tmp, list(paths), complete=set(paths) == set(meta["tasks"]))
+
+        atomic_dir(out, write)
+        complete = set(paths) == set(meta["tasks"])
     if labelled:
         log.info("%s | mean macro-F1 %.4f", " | ".join(f"{t} F1 {s['macro_f1']:.4f} acc {s['accuracy']:.4f}"
                                                        for t, s in scores.items()), competition_score(scores))
-    log.info("wrote %s (%s) from %s", out, ", ".join(f"{t}: {len(v)} rows" for t, v in inputs.items()), ckpt)
+    log.info("wrote %s (%s) from %s", out, ", ".join(f"{t}: {n} rows" for t, n in rows.items()), ckpt)
     return out / ZIP_NAME if complete else out
 
 
@@ -145,26 +171,13 @@ def score_lines(task: str, ids: list[str], log_probs: torch.Tensor) -> str:
                    for i, row in zip(ids, log_probs.tolist()))
 
 
-def write_folder(out: Path, predictions: dict[str, list[tuple[str, str]]], extra: dict[str, str],
-                 tasks: set[str]) -> bool:
-    """Write a claimed folder whole (see claimed): each task's (id, label) predictions as <task>_predict.json, the
-    `extra` files by name, and submit.zip when `predictions` covers all of `tasks`. Returns whether it did."""
-    complete = set(predictions) == tasks
-
-    def write(tmp: Path) -> None:
-        for name, rows in predictions.items():
-            (tmp / submission_name(name)).write_text(
-                "".join(json.dumps({"id": i, "label": label}, ensure_ascii=False) + "\n" for i, label in rows),
-                encoding="utf-8")
-        for name, text in extra.items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        if complete:
-            with zipfile.ZipFile(tmp / ZIP_NAME, "w", zipfile.ZIP_DEFLATED) as zf:
-                for name in predictions:
-                    zf.write(tmp / submission_name(name), submission_name(name))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-
-    atomic_dir(out, write)
-    return complete
+def finish_folder(tmp: Path, tasks: list[str], complete: bool) -> None:
+    """The zip of the tasks' prediction files (a complete submission only), then every file synced to disk before
+    the folder is swapped in."""
+    if complete:
+        with zipfile.ZipFile(tmp / ZIP_NAME, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in tasks:
+                zf.write(tmp / submission_name(name), submission_name(name))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())

@@ -69,15 +69,15 @@ class Scorer(nn.Module):
         self.mlm = mlm
         self.conditioning: nn.Module | None = None
 
-    def forward(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None,
+    def forward(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None,
                 **_) -> torch.Tensor:
         # token_type_ids reach `scores` only when the featurizer made them, so a scorer of one-segment inputs
         # need not know about them
         segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         with self.conditioning.on(task) if self.conditioning is not None else nullcontext():
-            return self.scores(input_ids, attention_mask, slot_positions, pattern, task, **segments)
+            return self.scores(input_ids, attention_mask, slot_positions, head, task, **segments)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None) -> torch.Tensor:
+    def scores(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, torch.Tensor]:

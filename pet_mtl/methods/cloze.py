@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pet_mtl.backbones.mlm import mlm_head
+from pet_mtl.backbones.mlm import split_mlm
 from pet_mtl.methods.base import NEG, Featurizer, Method, MethodOptions, Scorer
 from pet_mtl.methods.features import ClozeFeaturizer
 from pet_mtl.prompts import Pattern
@@ -26,7 +26,8 @@ class ClozeModel(Scorer):
     def __init__(self, mlm: nn.Module, verbalizers: dict[str, torch.Tensor]):
         """`verbalizers`: ClozeFeaturizer.label_tensors() (ids, weights, word_mask, label_mask, logsumexp)."""
         super().__init__(mlm)
-        self.head = mlm_head(mlm)
+        parts = split_mlm(mlm)
+        self.head = parts[1] if parts is not None else None  # None: the full forward (test_scoring's oracle)
         self.max_labels = verbalizers["label_mask"].size(1)
         for name, tensor in verbalizers.items():
             self.register_buffer(name, tensor, persistent=False)
@@ -41,22 +42,23 @@ class ClozeModel(Scorer):
         at_slots = hidden.gather(1, slot_positions[..., None].expand(-1, -1, hidden.size(-1)))
         return self.head(at_slots)
 
-    def label_scores(self, logp: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
-        """[B, C] label scores from [B, S, V] log-probabilities at the slot; labels a pattern's task lacks score NEG."""
+    def label_scores(self, logp: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """[B, C] label scores from [B, S, V] log-probabilities at the slot, through each row's pattern (`head`: its
+        index in the pattern table); labels a pattern's task lacks score NEG."""
         B, S, _ = logp.shape
-        ids = self.ids[pattern][..., :S]  # [B, C, K, S]
+        ids = self.ids[head][..., :S]  # [B, C, K, S]
         C, K = ids.size(1), ids.size(2)
         per_pos = logp.gather(2, ids.reshape(B, C * K, S).transpose(1, 2))  # [B, S, C*K]
-        words = (per_pos.transpose(1, 2).reshape(B, C, K, S) * self.weights[pattern][..., :S]).sum(-1)  # [B, C, K]
-        mask = self.word_mask[pattern]
+        words = (per_pos.transpose(1, 2).reshape(B, C, K, S) * self.weights[head][..., :S]).sum(-1)  # [B, C, K]
+        mask = self.word_mask[head]
         lse = words.masked_fill(~mask, float("-inf")).logsumexp(-1)
         mean = words.masked_fill(~mask, 0.0).sum(-1) / mask.sum(-1).clamp(min=1)
-        scores = torch.where(self.logsumexp[pattern][:, None], lse, mean)
-        return scores.masked_fill(~self.label_mask[pattern], NEG)
+        scores = torch.where(self.logsumexp[head][:, None], lse, mean)
+        return scores.masked_fill(~self.label_mask[head], NEG)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None) -> torch.Tensor:
+    def scores(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None) -> torch.Tensor:
         logp = self.slot_logits(input_ids, attention_mask, slot_positions, token_type_ids).float().log_softmax(-1)
-        return self.label_scores(logp, pattern)
+        return self.label_scores(logp, head)
 
 
 def cloze_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],

@@ -120,7 +120,9 @@ class Feature:
     input_ids: tuple[int, ...]
     slot_start: int
     slot_len: int
-    pattern: int  # index into the featurizer's pattern table (the task's index for plain-text methods)
+    #: which of the scorer's output tables answers this feature: a pattern's verbalizer (cloze methods) or a task's
+    #: classifier (plain-text methods)
+    head: int
     task: int  # index into the featurizer's task list
     label: int  # -1 when unlabelled
     example: int  # index of the example within its task's list (patterns of one example share it)
@@ -172,9 +174,6 @@ class ClozeFeaturizer:
                            + ") under scoring=padded, which scores the short words' [PAD] positions; use "
                              "scoring: word (the default) or word_mean for this pattern, or label_scoring=word")
         return out
-
-    def patterns_of(self, task: str) -> list[int]:
-        return self._by_task[task]
 
     def label_tensors(self) -> dict[str, torch.Tensor]:
         """The verbalizers as tensors for the cloze scorer (P patterns, C labels, K words, S slot positions):
@@ -278,7 +277,7 @@ def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "slot_positions": slot_positions,
-        "pattern": torch.tensor([f.pattern for f in features]),
+        "head": torch.tensor([f.head for f in features]),
         "task": torch.tensor([f.task for f in features]),
         "labels": torch.tensor([f.label for f in features]),
     }

@@ -87,7 +87,7 @@ class HeadsModel(Scorer):
             HEAD_INITS[head_init](head, config)
         self.max_labels = max(get_task(t).num_labels for t in self.tasks)
 
-    def scores(self, input_ids, attention_mask, slot_positions, pattern, task, token_type_ids=None) -> torch.Tensor:
+    def scores(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None) -> torch.Tensor:
         cls = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                   token_type_ids=token_type_ids).last_hidden_state[:, 0]
         cls = self.dropout(cls)

@@ -118,11 +118,11 @@ class Pretrainer(Loop):
         tr = cfg.train
         check_ranges(cfg, PRETRAIN_RANGES)
         self.dist = Dist.from_env(tr.device.split(":")[0])
-        if not self.dist.main:
+        if not self.dist.is_main:
             log.setLevel(logging.WARNING)
         self.out_dir = Path(self.dist.gather(str(out_dir))[0])
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.dist.main:
+        if self.dist.is_main:
             remove_leftovers(self.out_dir / "checkpoint-last")
         self.device = self.dist.device(tr.device)
         if tr.num_threads:
@@ -150,7 +150,7 @@ class Pretrainer(Loop):
         self.total_steps = tr.max_steps
         self.objective = MaskedLMObjective()
         self.algorithms = []
-        self.runlog = RunLog(self.out_dir, self.dist.main, tr.progress, tr.log_every, tensorboard=False,
+        self.runlog = RunLog(self.out_dir, self.dist.is_main, tr.progress, tr.log_every, tensorboard=False,
                              name="pretrain", unit="tokens/s")
 
     def _docs(self):
@@ -162,7 +162,7 @@ class Pretrainer(Loop):
         at every evaluation, so the numbers are comparable across steps and runs."""
         out = {}
         size = self.cfg.train.eval_batch_size
-        for entry, docs in self.corpus.held_out_docs(self.cfg.data.eval_docs).items():
+        for entry, docs in self.corpus.eval_slice_docs(self.cfg.data.eval_docs).items():
             stream = MaskedStream(None, self.tokenizer, self.cfg.data.max_length, self.masking, self.cfg.seed + 1,
                                   self.stream.segmenter)
             rows = stream.sequences_of(docs) + stream.flush()
@@ -215,7 +215,7 @@ class Pretrainer(Loop):
         keep = not finished or self.cfg.train.keep_checkpoint  # a finished run keeps no checkpoint-last unless asked
         if keep:
             self._save_last()
-        if self.dist.main:
+        if self.dist.is_main:
             self._export(finished)
             self._write_metrics(finished)
             if not keep:
@@ -226,7 +226,7 @@ class Pretrainer(Loop):
         """checkpoint-last, what resume reads. Every rank calls it (the RNG states are gathered); the main one
         writes it, atomically."""
         tensors, state = self.train_state()
-        if not self.dist.main:
+        if not self.dist.is_main:
             return
         state.update(corpus=self.corpus.state.to_json(), stream=self.stream.state())
         config_yaml = OmegaConf.to_yaml(self.cfg, resolve=True)
@@ -343,4 +343,4 @@ class Pretrainer(Loop):
         st = self.state
         if not (self.out_dir / "model.safetensors").exists():
             self.save(finished=True)  # resumed a run that had already finished its steps
-        return {"out_dir": str(self.out_dir), "first": st.history[0], "last": st.history[-1], "main": self.dist.main}
+        return {"out_dir": str(self.out_dir), "first": st.history[0], "last": st.history[-1], "is_main": self.dist.is_main}

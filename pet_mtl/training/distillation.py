@@ -91,7 +91,7 @@ def model_scores(checkpoint: str | Path, examples: Mapping[str, list[Example]], 
     return {t: predictor.scores(rows).float().cpu() for t, rows in examples.items() if rows}
 
 
-def soft_labels(cfg: Any, data: Mapping[str, TaskData], run_dir: Path, device: torch.device, main: bool,
+def soft_labels(cfg: Any, data: Mapping[str, TaskData], run_dir: Path, device: torch.device, is_main: bool,
                 barrier) -> tuple[dict[str, list[Example]], dict[str, list[list[float]]]]:
     """(unlabelled examples, their soft labels) per task, from <run dir>/soft_labels.json when it was made by the
     same teachers, temperature and rows."""
@@ -103,7 +103,7 @@ def soft_labels(cfg: Any, data: Mapping[str, TaskData], run_dir: Path, device: t
     key = {"teachers": teachers, "temperature": d.temperature, "weighted": d.weighted,
            "rows": {t: [ex.id for ex in rows] for t, rows in examples.items()}}
     path = run_dir / SOFT_LABELS
-    if main and not (path.is_file() and json.loads(path.read_text(encoding="utf-8"))["key"] == key):
+    if is_main and not (path.is_file() and json.loads(path.read_text(encoding="utf-8"))["key"] == key):
         weights = teacher_weights(teachers, d.weighted)
         per_teacher: dict[str, list[torch.Tensor]] = {t: [] for t in examples}
         for teacher, w in zip(teachers, weights):

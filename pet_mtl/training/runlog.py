@@ -27,19 +27,19 @@ PLOT_EVERY_S = 60.0
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, main: bool, progress: bool, log_every: int, tensorboard: bool,
+    def __init__(self, run_dir: Path, is_main: bool, progress: bool, log_every: int, tensorboard: bool,
                  name: str = "train", unit: str = "ex/s"):
         self.run_dir = run_dir
         self.name, self.unit = name, unit  # the bar's label; what the speed counts (examples, tokens)
-        self.main = main
-        self.progress = progress and main
+        self.is_main = is_main
+        self.progress = progress and is_main
         self.log_every = log_every
         self.window: deque[float] = deque(maxlen=max(1, log_every))
         self.bar = None
         self.tb = None
         self._last: tuple | None = None  # the latest evaluation, for the pictures
         self._plotted = time.time()
-        if tensorboard and main:
+        if tensorboard and is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -76,7 +76,7 @@ class RunLog:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix({"loss": f"{mean:.4f}", self.unit: f"{speed:.0f}"})
-        if self.log_every and step % self.log_every == 0 and self.main:
+        if self.log_every and step % self.log_every == 0 and self.is_main:
             log.info("step %d/%d loss %.4f (mean of the last %d steps) lr %.2e %.0f %s", step, total, mean,
                      len(self.window), lr, speed, self.unit)
             if self.tb is not None:
@@ -106,7 +106,7 @@ class RunLog:
                 names = get_task(t).label_names
                 log.info("  %s: never right on %s (F1 0)", t,
                          ", ".join(c if names.get(c, c) == c else f"{c} {names[c]}" for c in never))
-        if not self.main:
+        if not self.is_main:
             return
         self._last = (entry, history, tasks)
         if time.time() - self._plotted >= PLOT_EVERY_S:
@@ -127,12 +127,12 @@ class RunLog:
 
     def write_metrics(self, doc: Mapping[str, Any]) -> None:
         """metrics.json, the run's source of truth (pet_mtl.report reads it)."""
-        if self.main:
+        if self.is_main:
             atomic_write_text(self.run_dir / "metrics.json", json.dumps(doc, indent=1))
 
     def close(self) -> None:
         """At the end of the run: the pictures of its last evaluation, whatever PLOT_EVERY_S skipped."""
-        if self.main and self._last is not None:
+        if self.is_main and self._last is not None:
             self._plot()
         if self.tb is not None:
             self.tb.close()

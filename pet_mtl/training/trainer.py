@@ -51,11 +51,11 @@ class Trainer(Loop):
         self.cfg = cfg
         self.started = time.time()
         self.dist = Dist.from_env(cfg.train.device.split(":")[0])
-        if not self.dist.main:
+        if not self.dist.is_main:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.dist.main:  # temporary folders left by a process killed while saving
+        if self.dist.is_main:  # temporary folders left by a process killed while saving
             remove_leftovers(self.run_dir / "checkpoint-best")
             remove_leftovers(self.run_dir / "checkpoint-last")
         self.device = self.dist.device(cfg.train.device)
@@ -82,12 +82,12 @@ class Trainer(Loop):
         if cfg.distill.teachers:  # the teachers label the unlabelled rows once (cached in the run directory)
             from pet_mtl.training.distillation import soft_labels
 
-            rows, probs = soft_labels(cfg, self.data, self.run_dir, self.device, self.dist.main, self.dist.barrier)
+            rows, probs = soft_labels(cfg, self.data, self.run_dir, self.device, self.dist.is_main, self.dist.barrier)
             self.soft_rows = {t: list(zip(rows[t], probs[t])) for t in rows if rows[t]}
         self.features, items = self._training_features()
         self.task_weight = torch.tensor([float(tr.task_weights.get(t, 1.0)) for t in self.featurizer.tasks])
         self.batches = MultiTaskBatches(items, [len(f.input_ids) for f in self.features], tr.batch_size,
-                                        tr.sampling, tr.temperature, cfg.seed, tr.group_by_length,
+                                        tr.sampling, tr.sampling_temperature, cfg.seed, tr.group_by_length,
                                         batch_tasks=tr.batch_tasks)
         per_step = tr.grad_accum * self.dist.world
         self.total_steps = tr.max_steps or max(1, math.ceil(tr.epochs * len(self.batches) / per_step))
@@ -95,7 +95,7 @@ class Trainer(Loop):
         self.scheduler = warmup_linear(self.optimizer, self.total_steps, tr.warmup_ratio)
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
-        self.runlog = RunLog(self.run_dir, self.dist.main, tr.progress, tr.log_every, tr.tensorboard)
+        self.runlog = RunLog(self.run_dir, self.dist.is_main, tr.progress, tr.log_every, tr.tensorboard)
         self.algorithms = build_algorithms(self)
         self._best: Predictor | None = None
 
@@ -222,7 +222,7 @@ class Trainer(Loop):
         state = None
         if with_state and self.cfg.train.checkpoint_last == "full":
             state = self.train_state()
-        if self.dist.main:
+        if self.dist.is_main:
             ckpt_io.save_checkpoint(self.run_dir / name, self.model, self.tokenizer, self.meta(metrics),
                                     OmegaConf.to_yaml(self.cfg, resolve=True),
                                     None if state is None else lambda tmp: write_train_state(tmp, *state))
@@ -261,4 +261,4 @@ class Trainer(Loop):
         st = self.state
         return {"best": self.best_entry(), "last": st.history[-1], "held_out": extra.get("held_out"),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoint-best"),
-                "main": self.dist.main}
+                "is_main": self.dist.is_main}

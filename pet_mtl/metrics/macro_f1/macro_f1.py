@@ -1,6 +1,6 @@
 """Macro-F1 and accuracy as a local `evaluate` module (the hub cannot be reached, so we ship our own).
 
-Load with `evaluate.load(<this folder>)`; `pet_mtl.metrics.compute` does that once and caches it.
+Load with `evaluate.load(<this folder>)`; `pet_mtl.metrics.classification_scores` does that once and caches it.
 Macro-F1 follows scikit-learn's `f1_score(average="macro")`: the unweighted mean of per-class F1 over the
 classes that occur in the references or the predictions (or over `labels` when given), a class with no
 true and no predicted positives counting 0. With `num_classes`, it also returns every class's precision, recall,

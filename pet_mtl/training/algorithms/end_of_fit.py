@@ -31,5 +31,5 @@ class Calibrate(Algorithm):
 
     def on_fit_end(self, run) -> dict[str, Any]:
         fitted = calibration.fit_and_save(run.best_predictor(), {t: d.val for t, d in run.data.items()},
-                                          run.run_dir / "checkpoint-best", run.dist.main)
+                                          run.run_dir / "checkpoint-best", run.dist.is_main)
         return {"calibration": fitted}
