@@ -14,7 +14,7 @@ from pet_mtl.core.config import flatten, register
 from pet_mtl.core.errors import PetMtlError
 from pet_mtl.core.resources import CONF_DIR as _CONF_DIR
 
-#: the folder Hydra composes configs from: the checkout's conf/, or the wheel's copy (see resources.py)
+#: the folder Hydra composes configs from: the checkout's conf/, or the wheel's copy (see core/resources.py)
 CONF_DIR = str(_CONF_DIR)
 register()
 

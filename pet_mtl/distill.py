@@ -1,6 +1,6 @@
 """`python -m pet_mtl.distill teachers=[run1,run2,run3] data.unlabelled.tnews=[a,b] ... [method=heads] [train overrides]`
 
-Distillation (pet_mtl/distillation.py): the teachers label the unlabelled rows with their averaged, softened
+Distillation (pet_mtl/training/distillation.py): the teachers label the unlabelled rows with their averaged, softened
 distributions, and one student (any method, the run's `method`) trains on the gold rows plus the soft rows. It is
 `python -m pet_mtl.train` with `distill.teachers` set (`teachers=` is short for it): the same run directory,
 checkpoints, resume, evaluation and submission, and the student is one model.

@@ -1,7 +1,8 @@
 """`python -m pet_mtl.pretrain model.path=<masked LM> out_dir=<dir> text=[...]`: continued masked-LM pretraining.
 
 out_dir becomes a Hugging Face masked-LM directory that `python -m pet_mtl.train model.path=<out_dir>` uses as it
-is (see pretrainer.py for what else it holds, corpus.py for the text sources, masking.py for packing and masking).
+is (see pretraining/pretrainer.py for what else it holds, data/corpus.py for the text sources, data/packing.py for
+packing and masking).
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ class DataConfig:
     max_val_per_task: Optional[int] = None
     #: seed of the validation / test carving: fixed apart from `seed`, so every seed is scored on the same rows
     split_seed: int = 42
-    #: full (competition training files) | fewshot (FewCLUE splits, see pet_mtl/regimes.py)
+    #: full (competition training files) | fewshot (FewCLUE splits, see pet_mtl/data/regimes.py)
     regime: str = "full"
     #: fewshot: folder holding FewCLUE's <task>/train_k.json, dev_k.json
     fewclue_dir: Optional[str] = None
@@ -72,7 +72,7 @@ class DataConfig:
     held_out_per_task: float = 1000
     #: rows without labels per task, for the auxiliary MLM loss (train.mlm_weight): a | b (the competition's test
     #: file A or B in data.dir), competition TSV, CLUE JSON lines, or plain .txt/.txt.gz (one-text tasks); see
-    #: pet_mtl/unlabelled.py. Rows whose text is a validation or held-out row's are never read
+    #: pet_mtl/data/unlabelled.py. Rows whose text is a validation or held-out row's are never read
     unlabelled: Dict[str, List[str]] = field(default_factory=lambda: {"ocnli": [], "ocemotion": [], "tnews": []})
     #: task -> JSON lines of model-labelled rows that join the training rows (written by python -m pet_mtl.ipet)
     pseudo_labelled: Dict[str, Optional[str]] = field(
@@ -102,7 +102,7 @@ class TrainConfig(OptimizerConfig):
     #: stop after this many optimizer steps (overrides epochs)
     max_steps: Optional[int] = None
     #: weight of PET's auxiliary masked-LM loss on data.unlabelled text: loss = label loss + mlm_weight x MLM loss
-    #: (0 = off; PET's paper uses 1e-4 in its (1 - a) / a convention, pet_mtl/unlabelled.py)
+    #: (0 = off; PET's paper uses 1e-4 in its (1 - a) / a convention, pet_mtl/data/unlabelled.py)
     mlm_weight: float = 0.0
     #: packed sequences of unlabelled text per step; null = train.batch_size
     mlm_batch_size: Optional[int] = None
@@ -111,9 +111,9 @@ class TrainConfig(OptimizerConfig):
     rdrop: float = 0.0
     #: decay of an exponential moving average of the weights (0 = off; e.g. 0.999 averages about the last 1,000
     #: steps): evaluation, checkpoints and predictions use the average, training steps the weights as without it,
-    #: and the last evaluation also scores the trained weights (metrics.json `without_ema`), pet_mtl/averaging.py
+    #: and the last evaluation also scores the trained weights (metrics.json `without_ema`), pet_mtl/training/algorithms/ema.py
     ema: float = 0.0
-    #: proportional | temperature | round_robin (pet_mtl/sampling.py)
+    #: proportional | temperature | round_robin (pet_mtl/data/sampling.py)
     sampling: str = "proportional"
     #: train.sampling=temperature: a task of n rows is drawn in proportion to n^(1/T)
     sampling_temperature: float = 2.0
@@ -160,7 +160,7 @@ class TrainConfig(OptimizerConfig):
 
 @dataclass
 class DistillConfig:
-    """Distillation (python -m pet_mtl.distill, pet_mtl/distillation.py): teachers label data.unlabelled rows."""
+    """Distillation (python -m pet_mtl.distill, pet_mtl/training/distillation.py): teachers label data.unlabelled rows."""
 
     #: teacher checkpoints or run directories; a non-empty list makes the run a distillation
     teachers: List[str] = field(default_factory=list)
@@ -273,7 +273,7 @@ class PretrainModelConfig:
 
 @dataclass
 class PretrainDataConfig:
-    """Which text is trained on and which is kept for the held-out pseudo-perplexity (see pet_mtl/corpus.py)."""
+    """Which text is trained on and which is kept for the held-out pseudo-perplexity (see pet_mtl/data/corpus.py)."""
 
     #: tokens per packed sequence, [CLS] included (train's model.max_length, so the model sees the lengths it will)
     max_length: int = 128
@@ -333,7 +333,7 @@ class PretrainConfig:
     seed: int = 42
     #: where the masked LM goes (a Hugging Face directory: train's model.path=<out_dir>); also the run directory
     out_dir: str = "???"
-    #: files to pretrain on: paths, globs, competition folders, or {path, weight, kind, task} (pet_mtl/corpus.py)
+    #: files to pretrain on: paths, globs, competition folders, or {path, weight, kind, task} (pet_mtl/data/corpus.py)
     text: List[Any] = field(default_factory=list)
     model: PretrainModelConfig = field(default_factory=PretrainModelConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)

@@ -11,7 +11,7 @@ select the checkpoint or report it), so a source that overlaps them (a training 
 Files are streamed (corpus.py): their size does not matter.
 
 The auxiliary loss: total = label loss + `train.mlm_weight` x masked-LM loss on a batch of packed, masked unlabelled
-text (masking.py). PET's paper writes L = (1 - a) L_CE + a L_MLM with a = 1e-4, and its code inverts the two weights;
+text (data/packing.py). PET's paper writes L = (1 - a) L_CE + a L_MLM with a = 1e-4, and its code inverts the two weights;
 here the weight multiplies the MLM term alone, so a = 1e-4 in the paper is mlm_weight ~ 1e-4 here.
 """
 from __future__ import annotations

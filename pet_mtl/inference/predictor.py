@@ -87,7 +87,7 @@ class Predictor:
     dist: Dist = field(default_factory=Dist)
     #: show a progress bar per task
     progress: bool = False
-    #: per task, [labels] biases added to the label log-probabilities before the argmax (calibration.py)
+    #: per task, [labels] biases added to the label log-probabilities before the argmax (inference/calibration.py)
     biases: dict[str, torch.Tensor] = field(default_factory=dict)
 
     #: rows featurized and scored at a time: features are the bulk of inference's memory (~2.6 KB a row), so a
