@@ -3,7 +3,7 @@
     python benchmarks/predict_memory.py --out /work/runs/predict_memory [--rows 20000 200000 2000000]
 
 Trains the demo's tiny model for two steps (nothing downloaded), writes TNEWS test files of the given sizes (the
-demo's titles repeated, each row a new id), and runs `python -m pet_mtl.predict files={tnews: <file>}` on each under
+demo's titles repeated, each row a new id), and runs `python -m pet_mtl.predict +files.tnews=<file>` on each under
 GNU time, printing rows, wall seconds and the peak resident memory (maximum RSS) of the predict process.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> int:
                 for i in range(n):
                     fh.write(f"{i}\t{titles[i % len(titles)]}\n")
         cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "pet_mtl.predict", f"checkpoint={run}",
-               f"files={{tnews: {data}}}", f"output_dir={args.out / f'predict_{n}'}", "progress=false"]
+               f"+files.tnews={data}", f"output_dir={args.out / f'predict_{n}'}", "progress=false"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(done.stderr[-2000:], file=sys.stderr)

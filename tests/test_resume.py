@@ -68,8 +68,10 @@ class Killed(Exception):
 def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run, tmp_path, options):
     """Mixed-task batches (the default is single-task), the auxiliary MLM's unlabelled stream, distillation's soft
     rows and the weight average (trained weights in the state, the average in the checkpoint) keep the exact-resume
-    guarantee: stopped right after the step-4 checkpoint (as a kill would leave it) and resumed, the run ends as an
-    uninterrupted one."""
+    guarantee: stopped in the middle of step 5 (as a kill would leave it: checkpoint-last at step 4) and resumed,
+    the run ends as an uninterrupted one."""
+    from pet_mtl.training.algorithms import ALGORITHMS, register_algorithm
+    from pet_mtl.training.plugins import Algorithm
     from pet_mtl.training.trainer import Trainer
 
     def cfg(*extra):
@@ -78,16 +80,21 @@ def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run
                         "train.max_steps=8", "train.eval_every=4", "train.batch_size=8", "train.lr=3e-3",
                         "train.progress=false", "train.predict_splits=[]", "train.calibrate=false", *extra)
 
-    class StopsAtFour(Trainer):
-        def _save(self, name, metrics, with_state):
-            super()._save(name, metrics, with_state)
-            if name == "checkpoint-last" and self.state.step == 4:
+    class KilledInStepFive(Algorithm):  # a plug-in: the loop's own events, no private method overridden
+        name = "kill"
+
+        def after_step(self, run):
+            if run.state.step == 4:  # the fifth step is being taken; checkpoint-last holds step 4
                 raise Killed
 
     full, killed = tmp_path / "full", tmp_path / "killed"
     Trainer(cfg(), full).fit()
-    with pytest.raises(Killed):
-        StopsAtFour(cfg(), killed).fit()
+    register_algorithm("kill", lambda run: KilledInStepFive())
+    try:
+        with pytest.raises(Killed):
+            Trainer(cfg(), killed).fit()
+    finally:
+        del ALGORITHMS["kill"]
     Trainer(cfg("train.resume=true"), killed).fit()
     a = json.loads((full / "metrics.json").read_text())["history"]
     b = json.loads((killed / "metrics.json").read_text())["history"]
