@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what a source distribution holds (MANIFEST.in and the package)
-SOURCES = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "pet_mtl", "conf", "patterns", "examples/demo"]
+SOURCES = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "pet_mtl", "conf", "pattern_library", "examples/demo"]
 
 
 @pytest.mark.packaging

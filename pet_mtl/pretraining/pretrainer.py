@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 from pet_mtl.backbones.loading import load_pretrained
@@ -36,7 +35,7 @@ from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import atomic_dir, atomic_write_text, remove_leftovers
 from pet_mtl.core.precision import autocast
-from pet_mtl.core.validate import check_ranges, check_resume
+from pet_mtl.core.validate import check_ranges
 from pet_mtl.data.corpus import (
     Corpus,
     CorpusState,
@@ -49,7 +48,6 @@ from pet_mtl.training.optim import build_optimizer, warmup_linear
 from pet_mtl.training.plugins import Objective
 from pet_mtl.training.runlog import RunLog
 from pet_mtl.training.state import (
-    load_train_state,
     write_train_state,
 )
 
@@ -256,13 +254,8 @@ class Pretrainer(Loop):
 
     def resume(self) -> None:
         last = self.out_dir / "checkpoint-last"
-        if not last.is_dir():
-            raise ConfigError(f"train.resume=true but {last} does not exist (a finished run keeps none unless "
-                              "train.keep_checkpoint=true)")
-        check_resume(yaml.safe_load((last / "config.yaml").read_text(encoding="utf-8")),
-                     OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
-                     str(last / "config.yaml"))
-        tensors, saved = load_train_state(last)
+        tensors, saved = self.read_checkpoint_last(last, " (a finished run keeps none unless "
+                                                         "train.keep_checkpoint=true)")
         _, weights = load_pretrained(last / "model", tokenizer_dir=last / "tokenizer", exact=True)
         self.model.load_state_dict(weights.state_dict())
         self.restore_train_state(tensors, saved, last)

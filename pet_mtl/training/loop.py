@@ -15,13 +15,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from contextlib import ExitStack, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from omegaconf import OmegaConf
 
 from pet_mtl.core.errors import ConfigError, TrainingError
 from pet_mtl.core.precision import autocast
-from pet_mtl.training.state import optimizer_from_flat, train_state_tensors
+from pet_mtl.core.validate import check_resume
+from pet_mtl.training.state import load_train_state, optimizer_from_flat, train_state_tensors
 
 
 class Loop:
@@ -148,6 +152,17 @@ class Loop:
         progress = dataclasses.replace(self.state, wall_seconds=self.wall_seconds())
         return tensors, {"optimizer": opt_info, "scheduler": self.scheduler.state_dict(),
                          "progress": dataclasses.asdict(progress), "algorithms": plugins}
+
+    def read_checkpoint_last(self, last: Path, missing: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """checkpoint-last's training state, once its saved config has been checked against this run's (a resumed
+        run must compute what the interrupted one would have; `train.resume_changes` names what may differ).
+        `missing`: what to tell a user whose run has no checkpoint-last."""
+        if not last.is_dir():
+            raise ConfigError(f"train.resume=true but {last} does not exist{missing}")
+        check_resume(yaml.safe_load((last / "config.yaml").read_text(encoding="utf-8")),
+                     OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
+                     str(last / "config.yaml"))
+        return load_train_state(last)
 
     def restore_train_state(self, tensors: dict[str, torch.Tensor], saved: dict[str, Any], where: Any) -> None:
         """Resume from what `train_state` wrote, once the subclass has put the saved weights into the model."""

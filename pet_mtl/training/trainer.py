@@ -16,18 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 from pet_mtl.backbones.loading import build_tiny, load_pretrained
 from pet_mtl.core.config import Config
 from pet_mtl.core.distributed import Dist
-from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import remove_leftovers
 from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.resources import data_dir
 from pet_mtl.core.tasks import get_task
-from pet_mtl.core.validate import check_resume
 from pet_mtl.data.regimes import load_task_data
 from pet_mtl.data.sampling import MultiTaskBatches
 from pet_mtl.inference import checkpoint as ckpt_io
@@ -41,7 +38,7 @@ from pet_mtl.training.loop import Loop
 from pet_mtl.training.objectives import build_objective
 from pet_mtl.training.optim import build_optimizer, warmup_linear
 from pet_mtl.training.runlog import RunLog
-from pet_mtl.training.state import TrainState, load_train_state, write_train_state
+from pet_mtl.training.state import TrainState, write_train_state
 
 log = logging.getLogger("pet_mtl")
 
@@ -230,13 +227,8 @@ class Trainer(Loop):
 
     def resume(self) -> None:
         last = self.run_dir / "checkpoint-last"
-        if not last.is_dir():
-            raise ConfigError(f"train.resume=true but {last} does not exist; run with hydra.run.dir=<the run to resume>"
-                              " (a run with train.checkpoint_last=none keeps none)")
-        check_resume(yaml.safe_load((last / "config.yaml").read_text(encoding="utf-8")),
-                     OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
-                     str(last / "config.yaml"))
-        tensors, saved = load_train_state(last)
+        tensors, saved = self.read_checkpoint_last(last, "; run with hydra.run.dir=<the run to resume> (a run with "
+                                                         "train.checkpoint_last=none keeps none)")
         ckpt_io.load_weights(self.model, last)
         self.restore_train_state(tensors, saved, last)
         log.info("resumed from %s at step %d", last, self.state.step)
