@@ -172,3 +172,21 @@ def test_loss_is_cross_entropy_over_the_tasks_own_labels_weighted_by_task():
     row1 = math.log(2.0)  # two equal scores
     assert label_loss(scores, labels).item() == pytest.approx((row0 + row1) / 2, abs=1e-6)
     assert label_loss(scores, labels, torch.tensor([1.0, 3.0])).item() == pytest.approx((row0 + 3 * row1) / 4, abs=1e-6)
+
+
+def test_scores_streamed_in_chunks_are_the_scores_of_the_whole_list(tiny, synthetic_dir):
+    """Predictor.stream featurizes and scores a bounded number of rows at a time (predict's memory does not grow
+    with the file): the chunks come back in input order with the scores the whole list gets at once."""
+    from pet_mtl.core.tasks import TASKS
+    from pet_mtl.data.readers import iter_examples, read_examples
+    from pet_mtl.inference.predictor import Predictor
+    from pet_mtl.methods import build_scorer
+
+    tok, mlm = tiny
+    featurizer, model = build_scorer("pet", tok, mlm, patterns(), ["tnews"], 32)
+    path = synthetic_dir / TASKS["tnews"].files["a"]
+    whole = Predictor(featurizer, model).scores(read_examples(path, TASKS["tnews"], labelled=False))
+    stream = list(Predictor(featurizer, model, chunk_rows=5).stream(iter_examples(path, TASKS["tnews"], False)))
+    assert [len(rows) for rows, _ in stream][:-1] == [5] * (len(stream) - 1) and len(stream) > 2
+    assert [ex.id for rows, _ in stream for ex in rows] == [ex.id for ex in read_examples(path, TASKS["tnews"], False)]
+    assert torch.allclose(torch.cat([s for _, s in stream]), whole, atol=1e-5)

@@ -171,42 +171,37 @@ def _json_id(value: object, path: Path, lineno: int) -> str:
 def iter_examples(path: str | Path, task: Task, labelled: bool,
                   rows: Callable[[Path, Task, bool], Iterator[Example]] | None = None) -> Iterator[Example]:
     """Stream a file's rows (`.json`/`.jsonl`: CLUE JSON lines; anything else: competition TSV; or `rows`), each
-    validated as read, so memory does not grow with the file. Ids must be unique: checked in 16 bytes a row (a
-    hash and the line), and a duplicate is reported, with both lines, once the file has been read (after the last
-    row was handed out: a caller that writes must write somewhere it can throw away, as predict's temporary
-    folder)."""
+    validated as read, so memory does not grow with the file. Ids must be unique: checked in 8 bytes a row (a
+    hash), and a duplicate is reported with both lines once the file has been read (after the last row was handed
+    out: a caller that writes must write somewhere it can throw away, as predict's temporary folder)."""
     path = Path(path)
     if rows is None:
         rows = jsonl_rows if path.suffix.lower() in (".json", ".jsonl") else tsv_rows
-    hashes, lines = array("q"), array("q")
+    hashes = array("q")
     for ex in rows(path, task, labelled):
         hashes.append(hash(ex.id))
-        lines.append(_line_of(ex))
         yield ex
     if not hashes:
         raise DataError(path, None, "file holds no rows")
-    _refuse_duplicates(path, hashes, lines, lambda: rows(path, task, labelled))
+    _refuse_duplicates(path, hashes, lambda: rows(path, task, labelled))
 
 
-def _line_of(ex: Example) -> int:
-    return int(ex.source.rsplit(":", 1)[1])
-
-
-def _refuse_duplicates(path: Path, hashes: array, lines: array, reread: Callable[[], Iterator[Example]]) -> None:
-    """The first row (in file order) whose id an earlier row had: equal hashes, confirmed on the ids themselves."""
+def _refuse_duplicates(path: Path, hashes: array, reread: Callable[[], Iterator[Example]]) -> None:
+    """The first row (in file order) whose id an earlier row had. Equal hashes are rare: only then is the file read
+    again, for the rows with those hashes, to compare the ids themselves and name the lines."""
     import torch
 
-    order = torch.frombuffer(hashes, dtype=torch.int64).sort(stable=True)
-    same = (order.values[1:] == order.values[:-1]).nonzero().flatten().tolist()
-    pairs = sorted((int(order.indices[i + 1]), int(order.indices[i])) for i in same)  # (later row, earlier row)
-    if not pairs:
+    ordered = torch.frombuffer(hashes, dtype=torch.int64).sort().values
+    suspects = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not suspects:
         return
-    wanted = {lines[r] for pair in pairs for r in pair}
-    ids = {_line_of(ex): ex.id for ex in reread() if _line_of(ex) in wanted}
-    for later, earlier in pairs:
-        if ids[lines[later]] == ids[lines[earlier]]:
-            raise DataError(path, lines[later], f"duplicate id {ids[lines[later]]!r} (first seen on line "
-                                                f"{lines[earlier]})")
+    seen: dict[str, int] = {}
+    for ex in reread():
+        if hash(ex.id) in suspects:
+            line = int(ex.source.rsplit(":", 1)[1])
+            if ex.id in seen:
+                raise DataError(path, line, f"duplicate id {ex.id!r} (first seen on line {seen[ex.id]})")
+            seen[ex.id] = line
 
 
 def read_examples(path: str | Path, task: Task, labelled: bool) -> list[Example]:

@@ -139,10 +139,10 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                                              + "\n" for ex, p in zip(chunk, decided)))
                         if scores_fh is not None:
                             scores_fh.write(score_lines(name, [ex.id for ex in chunk], log_probs))
-                        preds.extend(decided)
-                        if labelled:
+                        rows[name] = rows.get(name, 0) + len(chunk)
+                        if labelled:  # 2 bytes a row, for the scores
+                            preds.extend(decided)
                             gold.extend(task.label_index(ex.label) for ex in chunk)
-                rows[name] = len(preds)
                 if labelled:
                     scores[name] = classification_scores(preds, gold, task.labels)
             if labelled:
