@@ -160,7 +160,7 @@ def preview(args) -> int:
     for ex in examples[: args.n]:
         print(f"\n{task} {ex.id}" + (f" (label {ex.label})" if ex.label else "") + f" from {ex.source}")
         for f in featurizer.encode([ex], with_labels=False):
-            pattern = featurizer.patterns[f.pattern]
+            pattern = featurizer.patterns[f.head]
             full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.head))["input_ids"])
             tokens = tokenizer.convert_ids_to_tokens(list(f.input_ids))
             print(f"  {pattern.name}: {len(tokens)} tokens" + (f" (cut from {full})" if full > len(tokens) else "")
