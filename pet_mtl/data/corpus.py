@@ -288,6 +288,11 @@ class Corpus:
                             f"data.max_bad_fraction={self.max_bad:g}: is it the format you think (kind="
                             f"{self.sources[i].kind})?")
 
+    def endless(self) -> Iterator[Doc]:
+        """Documents for ever, drawn by weight (a file read to its end starts again): what a packed stream reads."""
+        while True:
+            yield self.next_doc()
+
     def next_doc(self) -> Doc:
         i = self._pick()
         src, st = self.sources[i], self.state.files[i]

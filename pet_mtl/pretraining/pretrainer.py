@@ -137,7 +137,7 @@ class Pretrainer(Loop):
                 if d.exclude_validation else {})
         self.corpus = Corpus(build_sources(text, skip), cfg.seed, d.held_out_fraction, d.max_bad_fraction)
         self.skipped = {str(p): len(ids) for p, ids in skip.items()}
-        self.stream = MaskedStream(iter(self._docs()), self.tokenizer, d.max_length, self.masking, cfg.seed)
+        self.stream = MaskedStream(self.corpus.endless(), self.tokenizer, d.max_length, self.masking, cfg.seed)
         self.eval_batches = self._eval_batches()
         self.model = mlm.to(self.device)
         self.masked_lm = MaskedLM(self.model)
@@ -150,10 +150,6 @@ class Pretrainer(Loop):
         self.algorithms = []
         self.runlog = RunLog(self.out_dir, self.dist.is_main, tr.progress, tr.log_every, tensorboard=False,
                              name="pretrain", unit="tokens/s")
-
-    def _docs(self):
-        while True:
-            yield self.corpus.next_doc()
 
     def _eval_batches(self) -> dict[str, list[dict[str, torch.Tensor]]]:
         """Each text entry's held-out documents, packed and masked once with a fixed seed: the same masked tokens

@@ -36,7 +36,7 @@ class AuxiliaryMLM(Algorithm):
                               "data.unlabelled.tnews=[a,b] for the competition's test files A and B")
         tr = cfg.train
         self.corpus = Corpus(files, cfg.seed, 0.0, 0.01)
-        self.stream = MaskedStream(self._docs(), tokenizer, cfg.model.max_length, Masking(), cfg.seed)
+        self.stream = MaskedStream(self.corpus.endless(), tokenizer, cfg.model.max_length, Masking(), cfg.seed)
         self.masked_lm = MaskedLM(mlm)
         self.batch_size = tr.mlm_batch_size or tr.batch_size
         self.precision = tr.precision
@@ -52,10 +52,6 @@ class AuxiliaryMLM(Algorithm):
         mean = {"mlm_loss": sum(self.losses) / len(self.losses)} if self.losses else {}
         self.losses = []
         return mean
-
-    def _docs(self):
-        while True:
-            yield self.corpus.next_doc()
 
     def loss(self, device: torch.device) -> torch.Tensor:
         batch = {k: v.to(device) for k, v in self.stream.batch(self.batch_size).items()}
