@@ -91,3 +91,18 @@ def trained_run(tiny_dir, synthetic_dir, tmp_path_factory) -> Path:
     Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6", "train.eval_every=3",
                      "train.batch_size=8", "train.progress=false", "train.predict_splits=[]"), run).fit()
     return run
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The backbone compatibility matrix (tests/test_backbones.py), when those tests ran."""
+    import zoo
+
+    if not zoo.MATRIX:
+        return
+    columns = ["pet", "heads", "cln", "pet_cln", "oracle", "zero-shot", "pretrain", "aux MLM"]
+    seen = [c for c in columns if any(c in row for row in zoo.MATRIX.values())]
+    terminalreporter.section("backbone compatibility matrix")
+    terminalreporter.write_line("| architecture | " + " | ".join(seen) + " |")
+    terminalreporter.write_line("|---" * (len(seen) + 1) + "|")
+    for arch, row in zoo.MATRIX.items():
+        terminalreporter.write_line(f"| {arch} | " + " | ".join(row.get(c, "-") for c in seen) + " |")

@@ -6,9 +6,12 @@ from hydra import compose, initialize_config_dir
 from pet_mtl.cli import CONF_DIR
 
 
-def make_cfg(*overrides: str):
+def make_cfg(*overrides: str, plots: bool = False):
+    """The config of `python -m pet_mtl.train <overrides>`, less the pictures unless asked for (drawing them is
+    about 2 s a run, the largest fixed cost of the suite's many short runs; test_insight draws and checks them)."""
+    extra = [] if any(o.startswith("train.plots=") for o in overrides) else [f"train.plots={str(plots).lower()}"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides) + extra)
 
 
 def run_and_kill(cmd: list[str], env: dict, state_file, timeout: float = 240) -> dict:

@@ -29,7 +29,8 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(synthetic
     model = tmp_path / "tiny-nodropout"
     build_tiny(model, [FILLER, KEYS] + pattern_texts(), hidden=32, layers=2, heads=2, dropout=0.0)
     common = [f"model.path={model}", f"data.dir={synthetic_dir}", "train.max_steps=10", "train.eval_every=5",
-              "train.batch_size=8", "train.lr=3e-3", "train.progress=false", "train.predict_splits=[]"]
+              "train.batch_size=8", "train.lr=3e-3", "train.progress=false", "train.predict_splits=[]",
+              "train.plots=false"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     p = subprocess.run([sys.executable, "-m", "pet_mtl.train", *common, "train.grad_accum=2", f"hydra.run.dir={one}"],

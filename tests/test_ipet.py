@@ -48,7 +48,7 @@ def test_a_killed_ipet_run_resumes_and_keeps_finished_generations(tiny_dir, synt
     cmd = [sys.executable, "-m", "pet_mtl.ipet", f"model.path={tiny_dir}", f"data.dir={synthetic_dir}",
            "tasks=[ocemotion,tnews]", "data.unlabelled.ocemotion=[a,b]", "data.unlabelled.tnews=[a]",
            "ipet.generations=2", 'ipet.variants=["seed=1","seed=2"]', "ipet.scale=0.5", "train.max_steps=3",
-           "train.batch_size=8", "train.progress=false", "train.calibrate=false", f"hydra.run.dir={out}"]
+           "train.batch_size=8", "train.progress=false", "train.calibrate=false", "train.plots=false", f"hydra.run.dir={out}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first = out / "gen0" / "model0" / "metrics.json"

@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 from helpers import make_cfg
+from transformers import PretrainedConfig
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.tasks import TASKS
 from pet_mtl.data.readers import read_tsv
@@ -136,18 +138,24 @@ def test_cln_at_initialisation_is_exactly_the_unwrapped_model_and_gets_gradients
         mlm.zero_grad(set_to_none=True)
 
 
-def test_cln_needs_layernorms():
+def test_cln_needs_layernorms(tiny):
     from pet_mtl.core.errors import ConfigError
 
+    class NoNorms(torch.nn.Module):  # a "backbone" whose encoder has no LayerNorm
+        def __init__(self):
+            super().__init__()
+            self.config = PretrainedConfig()
+            self.encoder = torch.nn.Linear(2, 2)
+
     with pytest.raises(ConfigError, match="no torch.nn.LayerNorm"):
-        TaskLayerNorm(torch.nn.Linear(2, 2), 3, 4)
+        TaskLayerNorm(Backbone(NoNorms(), tiny[0], verify=False), 3, 4)
 
 
 def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples):
     tok, mlm = tiny
     featurizer = TextFeaturizer(tok, list(TASKS), 64, segment_ids=True)
     torch.manual_seed(0)
-    model = HeadsModel(mlm, list(TASKS)).eval()
+    model = HeadsModel(Backbone(mlm, tok), list(TASKS)).eval()
     present = {"ocnli": examples["ocnli"], "tnews": examples["tnews"]}
     batch = mixed_batch(tok, featurizer, present)
     scores = model(**batch)
@@ -175,17 +183,17 @@ def test_heads_loss_reaches_only_the_heads_of_tasks_in_the_batch(tiny, examples)
 def test_head_init_chooses_between_berts_and_pytorchs_initialisation(tiny):
     """model.head_init=bert: N(0, initializer_range) weights, zero bias; torch: nn.Linear's own Kaiming-uniform
     weights and uniform bias, bounded by 1/sqrt(hidden) (the plain reference classifier's heads)."""
-    _, mlm = tiny
+    tok, mlm = tiny
     bound = mlm.config.hidden_size ** -0.5
     torch.manual_seed(0)
-    bert = HeadsModel(mlm, list(TASKS), head_init="bert").heads["tnews"]
+    bert = HeadsModel(Backbone(mlm, tok), list(TASKS), head_init="bert").heads["tnews"]
     torch.manual_seed(0)
-    plain = HeadsModel(mlm, list(TASKS), head_init="torch").heads["tnews"]
+    plain = HeadsModel(Backbone(mlm, tok), list(TASKS), head_init="torch").heads["tnews"]
     assert bert.bias.eq(0).all() and bert.weight.std() < 2 * mlm.config.initializer_range
     assert plain.bias.ne(0).all() and plain.weight.abs().max() <= bound and plain.bias.abs().max() <= bound
     assert plain.weight.std() > 3 * mlm.config.initializer_range  # uniform(-1/sqrt(h), 1/sqrt(h)): std ~ 0.58/sqrt(h)
     with pytest.raises(ConfigError, match="model.head_init='xavier': expected one of bert, torch"):
-        HeadsModel(mlm, list(TASKS), head_init="xavier")
+        HeadsModel(Backbone(mlm, tok), list(TASKS), head_init="xavier")
 
 
 def test_heads_encode_the_plain_text_as_a_pair_without_pattern(tiny, examples):

@@ -15,7 +15,7 @@ def sweep(tiny_dir, synthetic_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("multirun") / "sweep"
     out = subprocess.run([sys.executable, "-m", "pet_mtl.train", "-m", "method=pet,heads", "seed=1,2",
                           f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=3",
-                          "train.eval_every=0", "train.batch_size=8", "train.predict_splits=[]",
+                          "train.eval_every=0", "train.batch_size=8", "train.predict_splits=[]", "train.plots=false",
                           "train.progress=false", f"hydra.sweep.dir={d}"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return d

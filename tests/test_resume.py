@@ -17,7 +17,7 @@ TIMING = {"train_seconds", "eval_seconds", "train_examples_per_s"}
 def cmd(tiny_dir, data_dir, run_dir, *extra):
     return [sys.executable, "-m", "pet_mtl.train", f"model.path={tiny_dir}", f"data.dir={data_dir}",
             "train.max_steps=60", "train.eval_every=5", "train.batch_size=8", "train.lr=3e-3", "train.progress=false",
-            "train.predict_splits=[]", f"hydra.run.dir={run_dir}", *extra]
+            "train.predict_splits=[]", "train.plots=false", f"hydra.run.dir={run_dir}", *extra]
 
 
 def without_timing(history):

@@ -54,3 +54,11 @@ def test_only_the_main_process_writes_and_the_pictures_come_at_the_end(tmp_path)
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
     assert (tmp_path / "confusion_ocemotion.png").stat().st_size > 0
     assert not list(tmp_path.glob(".metrics.json.tmp-*"))  # the atomic write left nothing beside it
+
+
+def test_plots_false_draws_nothing_and_keeps_the_numbers(tmp_path):
+    log = RunLog(tmp_path, is_main=True, progress=False, log_every=0, tensorboard=False, plots=False)
+    log.evaluation(entry(1, 0.1), [entry(1, 0.1)], ["ocemotion"])
+    log.write_metrics({"history": [entry(1, 0.1)]})
+    log.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

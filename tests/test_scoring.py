@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.data.readers import Example
 from pet_mtl.inference.predictor import example_scores, score_features
 from pet_mtl.methods.cloze import ClozeModel
@@ -101,7 +102,7 @@ def test_declared_slot_shorter_than_a_word_is_refused(tiny):
 def test_scores_equal_a_plain_masked_lm_forward(tiny_dir, tiny, rule, aggregate):
     tok, mlm = tiny
     enc = ClozeFeaturizer(tok, patterns(rule, aggregate), max_length=MAX_LENGTH)
-    model = ClozeModel(mlm, enc.label_tensors()).eval()
+    model = ClozeModel(Backbone(mlm, tok), enc.label_tensors()).eval()
     feats = []
     for i, (task, k, fields, _, _) in enumerate(CASES):
         f = enc.encode([Example(task, str(i), fields, None)], with_labels=False)[k]
@@ -130,7 +131,7 @@ def test_a_pair_pattern_scores_equal_a_plain_masked_lm_forward_of_the_pair(tiny_
     tok, mlm = tiny
     words = {"0": "是的", "1": "可能", "2": "不是"}
     enc = ClozeFeaturizer(tok, {"ocnli": [Pattern("ocnli", "pair", PAIR, words, origin="pair.j2")]}, MAX_LENGTH)
-    model = ClozeModel(mlm, enc.label_tensors()).eval()
+    model = ClozeModel(Backbone(mlm, tok), enc.label_tensors()).eval()
     feats = [enc.encode([Example("ocnli", str(i), fields, None)], with_labels=False)[0]
              for i, (fields, _) in enumerate(PAIR_CASES)]
     batch = collate(feats, tok.pad_token_id, 1)
@@ -148,9 +149,9 @@ def test_a_pair_pattern_scores_equal_a_plain_masked_lm_forward_of_the_pair(tiny_
 def test_full_forward_fallback_gives_the_same_scores(tiny):
     tok, mlm = tiny
     enc = ClozeFeaturizer(tok, patterns(), max_length=MAX_LENGTH)
-    fast = ClozeModel(mlm, enc.label_tensors()).eval()
-    slow = ClozeModel(mlm, enc.label_tensors()).eval()
-    slow.head = None
+    fast = ClozeModel(Backbone(mlm, tok), enc.label_tensors()).eval()
+    slow = ClozeModel(Backbone(mlm, tok), enc.label_tensors()).eval()
+    slow.backbone.vocab_head = "full"
     exs = [Example(task, str(i), fields, None) for i, (task, _, fields, _, _) in enumerate(CASES)]
     batch = collate([f for e in exs for f in enc.encode([e])], tok.pad_token_id, 1)
     with torch.no_grad():

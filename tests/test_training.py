@@ -10,6 +10,7 @@ import torch
 from conftest import synthetic_rows, write_tsv
 from helpers import make_cfg
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.core.errors import CheckpointError, ConfigError, DataError
 from pet_mtl.core.tasks import TASKS
 from pet_mtl.inference.checkpoint import load_checkpoint
@@ -54,7 +55,7 @@ def test_checkpoint_is_self_contained_and_round_trips(trained):
     feats = enc.encode(val)
     assert feats == trained.featurizer.encode(val)
     args = dict(batch_size=8, pad_id=tok.pad_token_id, pad_to_multiple_of=8, precision="fp32", device=torch.device("cpu"))
-    reloaded = score_features(ClozeModel(mlm, enc.label_tensors()), feats, **args)
+    reloaded = score_features(ClozeModel(Backbone(mlm, tok), enc.label_tensors()), feats, **args)
     assert torch.allclose(reloaded, score_features(trained.model, feats, **args), atol=1e-5)
     best = json.loads((trained.run_dir / "checkpoint-best" / "pet_mtl.json").read_text())
     assert best["metrics"]["score"] == max(e["score"] for e in trained.state.history)

@@ -16,11 +16,11 @@ from pet_mtl.methods.heads import TextFeaturizer
 
 
 class BagOfEmbeddings(Scorer):
-    def __init__(self, mlm: nn.Module, tasks: list[str]):
-        super().__init__(mlm)
+    def __init__(self, backbone, tasks: list[str]):
+        super().__init__(backbone)
         sizes = [get_task(t).num_labels for t in tasks]
         self.max_labels = max(sizes)
-        self.classifier = nn.Linear(mlm.config.hidden_size, self.max_labels)
+        self.classifier = nn.Linear(backbone.config.hidden_size, self.max_labels)
         self.register_buffer("label_mask", torch.tensor([[c < n for c in range(self.max_labels)] for n in sizes]),
                              persistent=False)
 
@@ -30,12 +30,12 @@ class BagOfEmbeddings(Scorer):
         return self.classifier(mean).float().masked_fill(~self.label_mask[task], NEG)
 
 
-def bag_featurizer(tokenizer, patterns, tasks, max_length, options):
-    return TextFeaturizer(tokenizer, tasks, max_length)
+def bag_featurizer(backbone, patterns, tasks, max_length, options):
+    return TextFeaturizer(backbone.tokenizer, tasks, max_length)
 
 
-def bag_scorer(mlm, featurizer, options):
-    return BagOfEmbeddings(mlm, featurizer.tasks)
+def bag_scorer(backbone, featurizer, options):
+    return BagOfEmbeddings(backbone, featurizer.tasks)
 
 
 TOY = Method("toy_bag", "mean input embedding + one linear layer", bag_featurizer, bag_scorer, uses_patterns=False)

@@ -14,12 +14,14 @@ from typing import Iterable
 
 import transformers
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
 )
 
+from pet_mtl.backbones.contract import model_kind
 from pet_mtl.core.errors import CheckpointError, ConfigError
 
 transformers.logging.set_verbosity_error()
@@ -48,14 +50,37 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
+#: files that make a folder a tokenizer's (one is enough)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model",
+                   "spiece.model", "tokenizer.model")
+
+
+def _listing(path: Path) -> str:
+    names = sorted(p.name for p in path.iterdir())
+    return "it is empty" if not names else f"it holds {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+
+
+def describe_folder(path: Path, tokenizer_dir: Path | None = None) -> None:
+    """One line for a folder that is not a model: no config.json, or no tokenizer files."""
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.path={path} has no config.json ({_listing(path)}); pass a Hugging Face model "
+                          "folder: config.json, weights (*.safetensors) and the tokenizer's files")
+    where = Path(tokenizer_dir) if tokenizer_dir is not None else path
+    if where.is_dir() and not any((where / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{where} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}; {_listing(where)}); "
+                          "copy the tokenizer beside the weights")
+
+
 def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir: str | Path | None = None,
-                    strict: bool = True, exact: bool = False):
+                    strict: bool = True, exact: bool = False, needs_head: bool = True):
     """(tokenizer, masked LM) from a local directory (the tokenizer may live in another), never from the hub.
 
     Verified, since transformers otherwise fills what is missing with random weights and only logs it: every
     weight the model needs must be in the files with its shape, and (`exact`, for pet_mtl's own checkpoints)
     nothing else may be; a backbone may carry the unused weights of pretraining heads. `strict=False` loads
-    whatever matches and logs the rest, for those who want it.
+    whatever matches and logs the rest, for those who want it. An encoder saved without its masked-LM head (a
+    `BertModel` folder) is refused when `needs_head` (the cloze methods score with that head) and loaded with a
+    note otherwise (heads and cln train their own classifiers; the head is never read).
     """
     given, path = str(path), Path(path)
     if not path.is_dir():
@@ -66,7 +91,16 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
                               f"model.path=<that folder>")
         raise ConfigError(f"model.path={path} is not a directory; pass a local Hugging Face masked-LM directory "
                           "(nothing is downloaded)")
+    describe_folder(path, tokenizer_dir)
     refuse_pickles(path, trust_pickle)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # a config.json that does not parse, an unknown model_type
+        raise CheckpointError(path / "config.json", None, f"cannot read the model's config: {_first_line(e)}") from None
+    if model_kind(config) != "masked":
+        names = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
+        raise ConfigError(f"model.path={path} holds a causal LM ({names}); pet_mtl's methods read a masked LM "
+                          "(BERT family: BertForMaskedLM, RoBERTa, ALBERT, ELECTRA, DeBERTa-v2, XLM-R...)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
     except Exception as e:  # a missing or corrupt tokenizer file; transformers raises many types
@@ -79,8 +113,24 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
     unexpected = sorted(info["unexpected_keys"])
     if not exact:
         unexpected = [k for k in unexpected if not any(u in k for u in UNUSED_PRETRAINING_WEIGHTS)]
+    missing = sorted(info["missing_keys"])
+    prefix = f"{model.base_model_prefix}."
+    head_weights = {k for k in model.state_dict() if not k.startswith(prefix)}
+    shared = {id(p) for p in model.base_model.parameters()}  # a head tied to the embeddings shares their weight
+    head_params = {k for k, p in model.named_parameters(remove_duplicate=False)
+                   if not k.startswith(prefix) and id(p) not in shared}
+    if missing and not exact and head_params <= set(missing) <= head_weights:  # every encoder weight, no head
+        head = sorted({k.split(".")[0] for k in missing})
+        if needs_head:
+            raise ConfigError(f"model.path={path} has no masked-LM head (its files hold the encoder only; missing "
+                              f"{', '.join(h + '.*' for h in head)}): the cloze methods (pet, pet_cln) score label "
+                              "words with that head; use a masked-LM checkpoint, or method=heads / cln, which train "
+                              "their own classifiers on this encoder")
+        logging.getLogger("pet_mtl").info("%s: no masked-LM head in the files (%s); this method never reads it",
+                                          path, ", ".join(h + ".*" for h in head))
+        missing = []
     problems = [f"{what} {sorted(keys)[:4]}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
-                for what, keys in (("missing weights", sorted(info["missing_keys"])),
+                for what, keys in (("missing weights", missing),
                                    ("weights of another shape", [str(k) for k in info["mismatched_keys"]]),
                                    ("weights the model does not have", unexpected)) if keys]
     if problems:

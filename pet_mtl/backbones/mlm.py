@@ -1,51 +1,30 @@
-"""The vocabulary head of a masked LM: the one place that knows how to reach it.
+"""The masked-LM objective's forward: vocabulary logits at the masked positions only.
 
 PET scores label words from vocabulary logits at a few slot positions, and the masked-LM objective needs them at
 the ~15% masked positions only; projecting just those positions through the head (rather than every token) is
-most of the saving on a small Chinese BERT, whose head (hidden x 21,128) is its costliest layer.
+most of the saving on a small Chinese BERT, whose head (hidden x 21,128) is its costliest layer. Both go through
+the backbone contract (contract.py), which knows how to narrow any masked LM's head and checks that it may.
 """
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-
-def split_mlm(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
-    """(encoder, vocabulary head) of a Hugging Face masked LM (BERT's bert/cls, RoBERTa's roberta/lm_head...), so
-    the head can run on chosen positions only. Both the scorer and the masked-LM objective use this one accessor.
-
-    Accepted only when the model is the plain shape: besides its base model exactly one top-level child, and that
-    child holds the output embeddings. Anything else (a head split over two modules, as ELECTRA's generator; a
-    head that takes the embeddings as an argument) gives None, and the caller runs the model's full forward,
-    which is slower but never wrong.
-    """
-    base = getattr(model, "base_model", None)
-    if base is None or base is model:
-        return None
-    others = [m for _, m in model.named_children() if m is not base]
-    out = model.get_output_embeddings()
-    if len(others) != 1 or out is None or not any(x is out for x in others[0].modules()):
-        return None
-    return base, others[0]
+from pet_mtl.backbones.contract import Backbone
 
 
 class MaskedLM(torch.nn.Module):
-    """A masked LM whose forward returns (logits, labels) at the masked positions only. The vocabulary projection
-    is most of a small model's compute (21,128 x hidden per token) and only the ~15% masked tokens have a loss:
-    projecting just those gives the same loss for a fraction of the work. A module of its own so that DDP wraps the
-    whole computation; models `split_mlm` does not understand are run whole and their logits selected."""
+    """A masked LM whose forward returns (logits, labels) at the masked positions only, the same loss as the full
+    forward's for a fraction of the head's work. A module of its own so that DDP wraps the whole computation."""
 
-    def __init__(self, mlm: torch.nn.Module):
+    def __init__(self, backbone: Backbone):
         super().__init__()
-        self.mlm = mlm
-        self._parts = split_mlm(mlm)  # a tuple: not registered twice as submodules
+        self.mlm = backbone.model
+        self.backbone = backbone  # not a module: the model is registered once, as mlm
 
-    def forward(self, labels: torch.Tensor, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, labels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         where = labels != -100
-        if self._parts is None:
-            return self.mlm(**inputs).logits[where], labels[where]
-        encoder, head = self._parts
-        return head(encoder(**inputs).last_hidden_state[where]), labels[where]
+        return self.backbone.logits_where(where, input_ids, attention_mask, token_type_ids), labels[where]
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -149,6 +149,9 @@ class TrainConfig(OptimizerConfig):
     checkpoint_last: str = "full"
     #: also log scalars for TensorBoard into <run dir>/tensorboard (pip install "pet_mtl[tensorboard]")
     tensorboard: bool = False
+    #: draw learning_curve.png and confusion_<task>.png in the run directory (about 2 s a run: sweeps of many
+    #: short runs may turn it off; metrics.json holds the same numbers)
+    plots: bool = True
     #: after training, fit per-task label biases for macro-F1 on the validation split into checkpoint-best
     #: (calibration.json; predict applies them unless calibrate=false)
     calibrate: bool = True

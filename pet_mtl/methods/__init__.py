@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.methods.base import Featurizer, Method, MethodOptions, Scorer
 from pet_mtl.methods.cln import CLN, PET_CLN
@@ -56,8 +57,11 @@ def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns:
         missing = [t for t in tasks if not patterns.get(t)]
         if missing:
             raise ConfigError(f"method={m.name} needs a pattern for every task; none for {', '.join(missing)}")
-    featurizer = m.featurizer(tokenizer, patterns, list(tasks), max_length, options)
-    return featurizer, m.scorer(mlm, featurizer, options)
+    backbone = Backbone(mlm, tokenizer)
+    if backbone.kind != "masked":
+        raise ConfigError(f"method={m.name} needs a masked LM; {type(mlm).__name__} is a {backbone.kind} LM")
+    featurizer = m.featurizer(backbone, patterns, list(tasks), max_length, options)
+    return featurizer, m.scorer(backbone, featurizer, options)
 
 
 __all__ = ["METHODS", "Featurizer", "Method", "MethodOptions", "Scorer", "build_scorer", "get_method", "register"]

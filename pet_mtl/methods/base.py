@@ -1,8 +1,10 @@
 """The method contract: what every way of sharing one model across tasks provides, and nothing more.
 
 A method is two factories:
-  featurizer(tokenizer, patterns, tasks, max_length, options) -> Featurizer   examples -> `Feature`s
-  scorer(mlm, featurizer, options) -> Scorer                        collated batch -> [B, C] label scores
+  featurizer(backbone, patterns, tasks, max_length, options) -> Featurizer   examples -> `Feature`s
+  scorer(backbone, featurizer, options) -> Scorer                     collated batch -> [B, C] label scores
+Both see the model only through the backbone contract (backbones/contract.py): its tokenizer, whether it takes token
+type ids, vocabulary logits at chosen positions, a pooled state, its normalisation layers.
 Everything else (data, sampling, the training loop, evaluation, checkpoints, prediction) is shared and calls only
 these. Scores are logits over the most labels any task has (C); a task's missing labels score NEG, so one
 cross-entropy (`label_loss`) trains every task in a mixed batch and an argmax over a task's own labels predicts.
@@ -17,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.data.readers import Example
 from pet_mtl.methods.features import Feature
 from pet_mtl.prompts import Pattern
@@ -59,14 +62,16 @@ class MethodOptions:
 class Scorer(nn.Module):
     """What every method's model is: a masked LM (`self.mlm`, saved with save_pretrained as a plain backbone) plus
     method-specific parameters (heads, task conditioning: saved beside it), mapping a collated batch to [B, C]
-    label scores. `conditioning` (None, or a module with `.on(task)`, see cln.py) wraps every forward, so
-    conditional LayerNorm combines with any output style."""
+    label scores. The model is read through `self.backbone` (the contract), never reached into. `conditioning`
+    (None, or a module with `.on(task)`, see cln.py) wraps every forward, so conditional LayerNorm combines with any
+    output style."""
 
     max_labels: int
 
-    def __init__(self, mlm: nn.Module):
+    def __init__(self, backbone: Backbone):
         super().__init__()
-        self.mlm = mlm
+        self.mlm = backbone.model
+        self.backbone = backbone  # not a module: the model is registered once, as mlm
         self.conditioning: nn.Module | None = None
 
     def forward(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None,
@@ -87,12 +92,12 @@ class Scorer(nn.Module):
 
 
 class FeaturizerFactory(Protocol):
-    def __call__(self, tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
+    def __call__(self, backbone: Backbone, patterns: Mapping[str, list[Pattern]], tasks: list[str],
                  max_length: int, options: MethodOptions) -> Featurizer: ...
 
 
 class ScorerFactory(Protocol):
-    def __call__(self, mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> Scorer: ...
+    def __call__(self, backbone: Backbone, featurizer: Featurizer, options: MethodOptions) -> Scorer: ...
 
 
 @dataclass(frozen=True)
@@ -106,4 +111,6 @@ class Method:
     #: some parameters get no gradient in some steps (heads of tasks absent from a batch, an unused MLM head):
     #: DistributedDataParallel must then look for them
     sparse_gradients: bool = False
+    #: scores through the masked LM's vocabulary head (a folder without one is refused at loading)
+    needs_mlm_head: bool = False
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.methods.base import (
     Featurizer,
@@ -30,11 +31,11 @@ from pet_mtl.methods.heads import heads_scorer, text_featurizer
 
 
 class TaskLayerNorm(nn.Module):
-    def __init__(self, encoder: nn.Module, n_tasks: int, dim: int):
+    def __init__(self, backbone: Backbone, n_tasks: int, dim: int):
         super().__init__()
-        norms = [m for m in encoder.modules() if isinstance(m, nn.LayerNorm)]
+        norms = backbone.norms()
         if not norms:
-            raise ConfigError(f"method with cln: {type(encoder).__name__} has no torch.nn.LayerNorm to condition")
+            raise ConfigError(f"method with cln: {type(backbone.model).__name__} has no torch.nn.LayerNorm to condition")
         self.task_embedding = nn.Embedding(n_tasks, dim)
         self.gain = nn.ModuleList(nn.Linear(dim, m.normalized_shape[-1]) for m in norms)
         self.shift = nn.ModuleList(nn.Linear(dim, m.normalized_shape[-1]) for m in norms)
@@ -70,9 +71,9 @@ class TaskLayerNorm(nn.Module):
 def conditioned(scorer: ScorerFactory) -> ScorerFactory:
     """The same scorer with every LayerNorm of its encoder conditioned on the row's task."""
 
-    def conditioned_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> Scorer:
-        model = scorer(mlm, featurizer, options)
-        model.conditioning = TaskLayerNorm(mlm.base_model, len(featurizer.tasks), options.cln_dim)
+    def conditioned_scorer(backbone: Backbone, featurizer: Featurizer, options: MethodOptions) -> Scorer:
+        model = scorer(backbone, featurizer, options)
+        model.conditioning = TaskLayerNorm(backbone, len(featurizer.tasks), options.cln_dim)
         return model
 
     conditioned_scorer.__qualname__ = f"conditioned({scorer.__qualname__})"
@@ -82,4 +83,4 @@ def conditioned(scorer: ScorerFactory) -> ScorerFactory:
 CLN = Method("cln", "per-task heads plus conditional LayerNorm from a task embedding", text_featurizer,
              conditioned(heads_scorer), uses_patterns=False, sparse_gradients=True)
 PET_CLN = Method("pet_cln", "pattern cloze plus conditional LayerNorm", cloze_featurizer, conditioned(cloze_scorer),
-                 uses_patterns=True)
+                 uses_patterns=True, needs_mlm_head=True)

@@ -4,43 +4,34 @@ A label word's score is built from the log-probabilities (log-softmax over the f
 the slot positions; the pattern's scoring rule says which positions count (patterns.SCORING_RULES: the whole
 padded slot, the word's own tokens, or their per-token mean), and a label with several words combines them by
 log-sum-exp or mean (patterns.AGGREGATIONS). The encoder runs on the whole sequence, but the MLM head (transform +
-vocabulary projection) runs only on the slot positions: for a 64-token TNEWS title with a 2-token slot that is 32x
-less head work, and the head is the costliest layer of a small Chinese BERT (256 x 21,128). The result is
-identical to gathering from a full forward (tests/test_scoring.py is the oracle, one case per rule).
+vocabulary projection) runs only on the slot positions (the backbone contract's `logits_at`): for a 64-token TNEWS
+title with a 2-token slot that is 32x less head work, and the head is the costliest layer of a small Chinese BERT
+(256 x 21,128). The result is identical to gathering from a full forward (tests/test_scoring.py is the oracle, one
+case per rule; tests/test_backbones.py the same for every architecture).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
-from torch import nn
 
-from pet_mtl.backbones.mlm import split_mlm
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.methods.base import NEG, Featurizer, Method, MethodOptions, Scorer
 from pet_mtl.methods.features import ClozeFeaturizer
 from pet_mtl.prompts import Pattern
 
 
 class ClozeModel(Scorer):
-    def __init__(self, mlm: nn.Module, verbalizers: dict[str, torch.Tensor]):
+    def __init__(self, backbone: Backbone, verbalizers: dict[str, torch.Tensor]):
         """`verbalizers`: ClozeFeaturizer.label_tensors() (ids, weights, word_mask, label_mask, logsumexp)."""
-        super().__init__(mlm)
-        parts = split_mlm(mlm)
-        self.head = parts[1] if parts is not None else None  # None: the full forward (test_scoring's oracle)
+        super().__init__(backbone)
         self.max_labels = verbalizers["label_mask"].size(1)
         for name, tensor in verbalizers.items():
             self.register_buffer(name, tensor, persistent=False)
 
     def slot_logits(self, input_ids, attention_mask, slot_positions, token_type_ids=None) -> torch.Tensor:
         """[B, S, V] vocabulary logits at the slot positions."""
-        if self.head is None:
-            logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-            return logits.gather(1, slot_positions[..., None].expand(-1, -1, logits.size(-1)))
-        hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                     token_type_ids=token_type_ids).last_hidden_state
-        at_slots = hidden.gather(1, slot_positions[..., None].expand(-1, -1, hidden.size(-1)))
-        return self.head(at_slots)
+        return self.backbone.logits_at(slot_positions, input_ids, attention_mask, token_type_ids)
 
     def label_scores(self, logp: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         """[B, C] label scores from [B, S, V] log-probabilities at the slot, through each row's pattern (`head`: its
@@ -61,14 +52,16 @@ class ClozeModel(Scorer):
         return self.label_scores(logp, head)
 
 
-def cloze_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
+def cloze_featurizer(backbone: Backbone, patterns: Mapping[str, list[Pattern]], tasks: list[str],
                      max_length: int, options: MethodOptions) -> ClozeFeaturizer:
-    return ClozeFeaturizer(tokenizer, {t: patterns[t] for t in tasks}, max_length)
+    return ClozeFeaturizer(backbone.tokenizer, {t: patterns[t] for t in tasks}, max_length,
+                           token_types=backbone.takes_token_types)
 
 
-def cloze_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> ClozeModel:
+def cloze_scorer(backbone: Backbone, featurizer: Featurizer, options: MethodOptions) -> ClozeModel:
     assert isinstance(featurizer, ClozeFeaturizer), "the cloze scorer reads the cloze featurizer's label words"
-    return ClozeModel(mlm, featurizer.label_tensors())
+    return ClozeModel(backbone, featurizer.label_tensors())
 
 
-PET = Method("pet", "pattern cloze answered by the MLM head", cloze_featurizer, cloze_scorer, uses_patterns=True)
+PET = Method("pet", "pattern cloze answered by the MLM head", cloze_featurizer, cloze_scorer, uses_patterns=True,
+             needs_mlm_head=True)

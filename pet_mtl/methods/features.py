@@ -10,6 +10,11 @@ input: a field that long already holds more tokens than fit (Chinese text is abo
 BERT's tokenizer never makes one token of more than 100 characters), so the cut changes nothing the model sees
 unless a field is mostly whitespace or long unknown words.
 
+Label words are tokenized in context: as the text before the slot followed by the word, keeping the tokens past the
+text's own (`word_tokens`). A character vocabulary (Chinese BERT) gives the same tokens alone or in context, but a
+sentencepiece or byte-level BPE vocabulary marks a word's start (XLM-R's `▁`): scored alone, 体育 would be
+[▁ 体 育], a piece the model never sees after 这是. `patterns check --model` lists the words that differ.
+
 Verbalizer padding rule: a pattern's slot has as many [MASK] tokens as its longest label word (or the n of
 `mask(n)`); a shorter word is padded on the right with the tokenizer's pad token. Which positions then count in a
 word's score is the pattern's scoring rule (patterns.SCORING_RULES): all of them ("padded"), the word's own
@@ -25,6 +30,7 @@ from typing import Sequence
 
 import torch
 
+from pet_mtl.backbones.contract import has_token_types
 from pet_mtl.core.errors import ConfigError, PatternError
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.readers import Example
@@ -41,6 +47,8 @@ class LabelWords:
     words: tuple[tuple[str, ...], ...]  # [label][k]
     ids: tuple[tuple[tuple[int, ...], ...], ...]  # [label][k][slot_len], pad-filled
     lengths: tuple[tuple[int, ...], ...]  # [label][k]: the word's own token count
+    #: words whose tokens in context differ from their tokens alone: "word: in context [..], alone [..]"
+    context_notes: tuple[str, ...] = ()
 
     def weights(self, rule: str) -> list[list[list[float]]]:
         """[label][k][slot position] weight of each position's log-probability in the word's score (SCORING_RULES)."""
@@ -52,15 +60,36 @@ class LabelWords:
         return out
 
 
-def label_words(pattern: Pattern, tokenizer) -> LabelWords:
+def word_tokens(tokenizer, context: str, word: str) -> tuple[list[int], list[int]]:
+    """(tokens of `word` as it reads after `context`, tokens of `word` alone). In context: the tokens of
+    context + word past the context's own tokens; when the word merges with the context's last piece (the context's
+    tokens are not a prefix of the joined text's), the tokens alone, which are the closest the slot can hold."""
+    alone = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if not context:
+        return alone, alone
+    before = tokenizer(context, add_special_tokens=False)["input_ids"]
+    joined = tokenizer(context + word, add_special_tokens=False)["input_ids"]
+    if joined[: len(before)] == before and len(joined) > len(before):
+        return joined[len(before):], alone
+    return alone, alone
+
+
+def label_words(pattern: Pattern, tokenizer, context: str | None = None) -> LabelWords:
+    """The pattern's words in token ids, each tokenized after `context` (default: the text before the pattern's
+    slot, `Pattern.slot_context`)."""
     task = get_task(pattern.task)
     where = pattern.verbalizer_origin or pattern.origin
     words = pattern.word_lists()
+    context = pattern.slot_context() if context is None else context
     tokenized: dict[str, list[list[int]]] = {}
+    notes: list[str] = []
     for code in task.labels:
         tokenized[code] = []
         for word in words[code]:
-            ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+            ids, alone = word_tokens(tokenizer, context, word)
+            if ids != alone:
+                notes.append(f"{word}: in context [{' '.join(tokenizer.convert_ids_to_tokens(ids))}], alone "
+                             f"[{' '.join(tokenizer.convert_ids_to_tokens(alone))}]")
             if not ids:
                 raise PatternError(where, None, f"label {code} word {word!r} tokenizes to nothing")
             if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
@@ -91,15 +120,10 @@ def label_words(pattern: Pattern, tokenizer) -> LabelWords:
                                    "sequence after tokenization")
             seen[ids] = code
     return LabelWords(slot_len, tuple(words[c] for c in task.labels), tuple(padded[c] for c in task.labels),
-                      tuple(tuple(len(t) for t in tokenized[c]) for c in task.labels))
+                      tuple(tuple(len(t) for t in tokenized[c]) for c in task.labels), tuple(notes))
 
 
 CHARS_PER_TOKEN = 32
-
-
-def has_token_types(tokenizer) -> bool:
-    """Whether the tokenizer gives token type ids for a pair (BERT's do; RoBERTa's have none to give)."""
-    return "token_type_ids" in tokenizer.model_input_names
 
 
 def second_segment(types: Sequence[int]) -> int:
@@ -136,11 +160,15 @@ class ClozeFeaturizer:
     """Holds the pattern table and turns examples into `Feature`s for one tokenizer and max length (the featurizer
     of the cloze methods, see methods/cloze.py)."""
 
-    def __init__(self, tokenizer, patterns: dict[str, list[Pattern]], max_length: int):
+    def __init__(self, tokenizer, patterns: dict[str, list[Pattern]], max_length: int,
+                 token_types: bool | None = None):
+        """`token_types`: whether a pair pattern's input carries token type ids, i.e. whether the model embeds
+        them (the backbone contract's `takes_token_types`; None: whether the tokenizer makes them)."""
         if tokenizer.mask_token is None:
             raise ConfigError("the tokenizer has no mask token; PET needs a masked-LM tokenizer")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.token_types = has_token_types(tokenizer) if token_types is None else token_types
         self.tasks = list(patterns)
         self.patterns: list[Pattern] = [p for t in self.tasks for p in patterns[t]]
         self.words = [label_words(p, tokenizer) for p in self.patterns]
@@ -219,7 +247,7 @@ class ClozeFeaturizer:
             pos += slot_len * len(self.tokenizer.mask_token) if seg.is_slot else len(seg.text)
         parts = self.parts(rendered, p)
         pair = len(parts) == 2
-        types_wanted = pair and has_token_types(self.tokenizer)
+        types_wanted = pair and self.token_types
         enc = self.tokenizer(*parts, return_offsets_mapping=True, return_special_tokens_mask=True,
                              return_token_type_ids=types_wanted)
         ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]

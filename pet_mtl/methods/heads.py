@@ -15,26 +15,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from pet_mtl.backbones.contract import Backbone, has_token_types
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.readers import Example
 from pet_mtl.methods.base import NEG, Featurizer, Method, MethodOptions, Scorer
-from pet_mtl.methods.features import (
-    Feature,
-    clip_fields,
-    has_token_types,
-    second_segment,
-)
+from pet_mtl.methods.features import Feature, clip_fields, second_segment
 from pet_mtl.prompts import Pattern
 
 
 class TextFeaturizer:
     """Examples to `Feature`s of their plain text, one feature per example; no slot (slot_len 0)."""
 
-    def __init__(self, tokenizer, tasks: Sequence[str], max_length: int, segment_ids: bool = False):
+    def __init__(self, tokenizer, tasks: Sequence[str], max_length: int, segment_ids: bool = False,
+                 token_types: bool | None = None):
+        """`token_types`: whether the model embeds token types (the backbone contract's `takes_token_types`;
+        None: whether the tokenizer makes them)."""
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.segment_ids = segment_ids and has_token_types(tokenizer)
+        self.segment_ids = segment_ids and (has_token_types(tokenizer) if token_types is None else token_types)
         self.tasks = list(tasks)
         for t in self.tasks:
             if len(get_task(t).fields) > 2:
@@ -76,11 +75,11 @@ def check_head_init(name: str) -> None:
 
 
 class HeadsModel(Scorer):
-    def __init__(self, mlm: nn.Module, tasks: Sequence[str], head_dropout: float = 0.0, head_init: str = "bert"):
-        super().__init__(mlm)
+    def __init__(self, backbone: Backbone, tasks: Sequence[str], head_dropout: float = 0.0, head_init: str = "bert"):
+        super().__init__(backbone)
         check_head_init(head_init)
         self.tasks = list(tasks)
-        config = mlm.config
+        config = backbone.config
         self.dropout = nn.Dropout(head_dropout)
         self.heads = nn.ModuleDict({t: nn.Linear(config.hidden_size, get_task(t).num_labels) for t in self.tasks})
         for head in self.heads.values():
@@ -88,9 +87,8 @@ class HeadsModel(Scorer):
         self.max_labels = max(get_task(t).num_labels for t in self.tasks)
 
     def scores(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None) -> torch.Tensor:
-        cls = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                  token_type_ids=token_type_ids).last_hidden_state[:, 0]
-        cls = self.dropout(cls)
+        hidden = self.backbone.hidden(input_ids, attention_mask, token_type_ids)
+        cls = self.dropout(self.backbone.pool(hidden, attention_mask))
         out = torch.full((cls.size(0), self.max_labels), NEG, dtype=torch.float32, device=cls.device)
         for t in task.unique().tolist():
             rows = (task == t).nonzero().squeeze(1)
@@ -99,13 +97,13 @@ class HeadsModel(Scorer):
         return out
 
 
-def text_featurizer(tokenizer: Any, patterns: Mapping[str, list[Pattern]], tasks: list[str],
+def text_featurizer(backbone: Backbone, patterns: Mapping[str, list[Pattern]], tasks: list[str],
                     max_length: int, options: MethodOptions) -> TextFeaturizer:
-    return TextFeaturizer(tokenizer, tasks, max_length, options.segment_ids)
+    return TextFeaturizer(backbone.tokenizer, tasks, max_length, options.segment_ids, backbone.takes_token_types)
 
 
-def heads_scorer(mlm: nn.Module, featurizer: Featurizer, options: MethodOptions) -> HeadsModel:
-    return HeadsModel(mlm, featurizer.tasks, options.head_dropout, options.head_init)
+def heads_scorer(backbone: Backbone, featurizer: Featurizer, options: MethodOptions) -> HeadsModel:
+    return HeadsModel(backbone, featurizer.tasks, options.head_dropout, options.head_init)
 
 
 HEADS = Method("heads", "shared encoder, one classifier per task, loss masked by task", text_featurizer,

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.backbones.loading import load_pretrained
 from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
 from pet_mtl.core.config import PRETRAIN_RANGES, InitConfig, PretrainConfig
@@ -140,7 +141,8 @@ class Pretrainer(Loop):
         self.stream = MaskedStream(self.corpus.endless(), self.tokenizer, d.max_length, self.masking, cfg.seed)
         self.eval_batches = self._eval_batches()
         self.model = mlm.to(self.device)
-        self.masked_lm = MaskedLM(self.model)
+        self.backbone = Backbone(self.model, self.tokenizer)
+        self.masked_lm = MaskedLM(self.backbone)
         self.ddp = self.dist.wrap(self.masked_lm, self.device)
         self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay)
         self.scheduler = warmup_linear(self.optimizer, tr.max_steps, tr.warmup_ratio)

@@ -220,6 +220,18 @@ class Pattern:
             raise PatternError(origin, None, "a filter cut into a field's markers; apply filters to whole fields only")
         return Rendered(tuple(segments), declared[0])
 
+    def slot_context(self) -> str:
+        """The text the slot follows in its part (after `{{ sep }}` if any), for a row whose fields read 甲乙丙丁:
+        label words are tokenized after it, as the model would read them in place of the slot."""
+        task = get_task(self.task)
+        rendered = self.render(Example(task.name, "context", {f: "甲乙丙丁" for f in task.fields}, None, "context"))
+        before = ""
+        for s in rendered.segments:
+            if s.is_slot:
+                return before
+            before = "" if s.is_sep else before + s.text
+        return before
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "name": self.name, "source": self.source, "verbalizer": dict(self.verbalizer),
                 "scoring": self.scoring, "aggregate": self.aggregate}

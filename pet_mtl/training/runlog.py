@@ -28,8 +28,9 @@ PLOT_EVERY_S = 60.0
 
 class RunLog:
     def __init__(self, run_dir: Path, is_main: bool, progress: bool, log_every: int, tensorboard: bool,
-                 name: str = "train", unit: str = "ex/s"):
+                 name: str = "train", unit: str = "ex/s", plots: bool = True):
         self.run_dir = run_dir
+        self.plots = plots
         self.name, self.unit = name, unit  # the bar's label; what the speed counts (examples, tokens)
         self.is_main = is_main
         self.progress = progress and is_main
@@ -109,7 +110,7 @@ class RunLog:
         if not self.is_main:
             return
         self._last = (entry, history, tasks)
-        if time.time() - self._plotted >= PLOT_EVERY_S:
+        if self.plots and time.time() - self._plotted >= PLOT_EVERY_S:
             self._plot()
         if self.tb is not None:
             for t, s in entry["tasks"].items():
@@ -132,7 +133,7 @@ class RunLog:
 
     def close(self) -> None:
         """At the end of the run: the pictures of its last evaluation, whatever PLOT_EVERY_S skipped."""
-        if self.is_main and self._last is not None:
+        if self.is_main and self.plots and self._last is not None:
             self._plot()
         if self.tb is not None:
             self.tb.close()

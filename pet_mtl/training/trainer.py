@@ -92,14 +92,16 @@ class Trainer(Loop):
         self.scheduler = warmup_linear(self.optimizer, self.total_steps, tr.warmup_ratio)
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
-        self.runlog = RunLog(self.run_dir, self.dist.is_main, tr.progress, tr.log_every, tr.tensorboard)
+        self.runlog = RunLog(self.run_dir, self.dist.is_main, tr.progress, tr.log_every, tr.tensorboard,
+                             plots=tr.plots)
         self.algorithms = build_algorithms(self)
         self._best: Predictor | None = None
 
     def _backbone(self):
         cfg = self.cfg
         if cfg.model.path is not None:
-            return load_pretrained(cfg.model.path, cfg.model.trust_pickle, strict=cfg.model.strict)
+            return load_pretrained(cfg.model.path, cfg.model.trust_pickle, strict=cfg.model.strict,
+                                   needs_head=get_method(cfg.method).needs_mlm_head)
         texts = [v for d in self.data.values() for e in d.train + d.val for v in e.fields.values()]
         for p in (p for ps in self.patterns.values() for p in ps):
             texts += [p.source, *p.verbalizer.values()]

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from pet_mtl.backbones.contract import Backbone
 from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
 from pet_mtl.core.config import MaskingConfig as Masking
 from pet_mtl.core.errors import ConfigError
@@ -37,7 +38,7 @@ class AuxiliaryMLM(Algorithm):
         tr = cfg.train
         self.corpus = Corpus(files, cfg.seed, 0.0, 0.01)
         self.stream = MaskedStream(self.corpus.endless(), tokenizer, cfg.model.max_length, Masking(), cfg.seed)
-        self.masked_lm = MaskedLM(mlm)
+        self.masked_lm = MaskedLM(Backbone(mlm, tokenizer))
         self.batch_size = tr.mlm_batch_size or tr.batch_size
         self.precision = tr.precision
         self.weight = tr.mlm_weight
