@@ -273,3 +273,15 @@ def test_a_head_that_fails_the_probe_is_run_whole_with_a_warning(zoo_dir, caplog
     words = featurizer.words[0]
     expected = [sum(logp[i, t] for i, t in enumerate(ids[0][:n[0]])) for ids, n in zip(words.ids, words.lengths)]
     assert torch.allclose(ours, torch.stack(expected), atol=1e-4)
+
+
+def test_check_lists_the_words_whose_tokens_differ_in_context(zoo_dir, capsys):
+    from pet_mtl.patterns import main as workbench
+
+    assert workbench(["check", "--model", str(zoo_dir("xlm_roberta"))]) == 0
+    out = capsys.readouterr().out
+    assert "all patterns valid" in out
+    differ = [line for line in out.splitlines() if "tokens in context differ from alone" in line]
+    assert differ and all("▁" in line.split("differ from alone:", 1)[1] for line in differ)
+    assert workbench(["check", "--model", str(zoo_dir("bert"))]) == 0  # a character vocabulary: never
+    assert "differ from alone" not in capsys.readouterr().out

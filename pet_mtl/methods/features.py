@@ -185,7 +185,9 @@ class ClozeFeaturizer:
                              for code, ws, idss, ns in zip(get_task(p.task).labels, w.words, w.ids, w.lengths))
             padded = [word for ws, ns in zip(w.words, w.lengths) for word, n in zip(ws, ns) if n < w.slot_len]
             lines.append(f"pattern {p.name}: slot of {w.slot_len} token(s), scoring {p.scoring}; words {words}"
-                         + (f"; padded with {self.tokenizer.pad_token}: {', '.join(padded)}" if padded else ""))
+                         + (f"; padded with {self.tokenizer.pad_token}: {', '.join(padded)}" if padded else "")
+                         + (f"; tokens in context differ from alone: {'; '.join(w.context_notes)}"
+                            if w.context_notes else ""))
         return lines
 
     def warnings(self) -> list[str]:
