@@ -3,7 +3,6 @@ train, reload, predict), the scoring oracle per architecture, zero-shot, pretrai
 sentence-pair task, and loading that says what a folder holds. The matrix prints at the end of the run."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

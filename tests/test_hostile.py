@@ -203,8 +203,9 @@ def test_a_backbone_missing_weights_is_refused_unless_strict_is_off(tiny_dir, tm
     model = tmp_path / "model"
     shutil.copytree(tiny_dir, model)
     weights = load_file(model / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if not k.startswith("cls.")}, model / "model.safetensors",
-              metadata={"format": "pt"})
+    # part of the head gone (a head missing whole is an encoder-only folder: tests/test_backbones.py)
+    save_file({k: v for k, v in weights.items() if not k.startswith("cls.predictions.transform.dense")},
+              model / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="missing weights.*cls.predictions"):
         load_pretrained(model)
     load_pretrained(model, strict=False)

@@ -12,7 +12,7 @@ import pytest
 from helpers import make_cfg
 
 from pet_mtl.backbones.loading import load_pretrained
-from pet_mtl.core.errors import CheckpointError, ConfigError
+from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.tasks import TASKS
 from pet_mtl.metrics import classification_scores
 from pet_mtl.report import main as report_main
@@ -111,7 +111,7 @@ def test_a_hub_id_gets_the_download_command_and_a_folder_that_is_no_model_one_li
                                           "hf download hfl/chinese-roberta-wwm-ext --local-dir chinese-roberta-wwm-ext"):
         load_pretrained("hfl/chinese-roberta-wwm-ext")
     (tmp_path / "notes.txt").write_text("not a model")
-    with pytest.raises(CheckpointError, match="cannot load the"):
+    with pytest.raises(ConfigError, match=r"has no config.json \(it holds notes.txt\); pass a Hugging Face model"):
         load_pretrained(tmp_path)
 
 
