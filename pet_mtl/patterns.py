@@ -50,7 +50,7 @@ def _tokenizer_and_model(model: str | None, texts: Sequence[str] = ()):
     from pet_mtl.backbones.loading import build_tiny, load_pretrained
 
     if model is not None:
-        return load_pretrained(model)
+        return load_pretrained(model, kinds=("masked", "causal"))
     return build_tiny(Path(tempfile.mkdtemp(prefix="pet_mtl-workbench-")), texts)
 
 

@@ -231,7 +231,7 @@ def test_a_folder_that_is_not_a_masked_lm_gets_one_line_saying_what_it_holds(zoo
         AutoTokenizer.from_pretrained(bert).save_pretrained(folder)
     cases = {empty: r"has no config.json \(it is empty\)",
              no_tokenizer: r"has no tokenizer files \(one of tokenizer.json, .*it holds config.json, model.safetensors",
-             gpt2: r"holds a causal LM \(GPT2LMHeadModel\); pet_mtl's methods read a masked LM",
+             gpt2: r"holds a causal LM \(GPT2LMHeadModel\); method=pet and pet_cln, and pretraining, need a masked LM",
              decoder: r"holds a causal LM \(BertLMHeadModel\)"}
     for folder, message in cases.items():
         with pytest.raises(PetMtlError, match=message) as e:

@@ -83,3 +83,65 @@ def build(name: str, directory: Path, texts: list[str], seed: int = 0) -> Path:
         model = make_model(len(tokenizer), tokenizer.pad_token_id)
     model.save_pretrained(directory)
     return directory
+
+
+# ---------------------------------------------------------------- causal LMs (method=causal)
+
+#: Qwen2's pre-tokenizer: a punctuation mark joins the letters after it (：体育 is one pre-token), so a label word
+#: can merge with the prompt's last character
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+              r"|\s+(?!\S)|\s+")
+
+
+def byte_bpe_tokenizer(directory: Path, texts: list[str]) -> None:
+    """Qwen2's kind: byte-level BPE behind its split regex, <|endoftext|> as eos and pad, no bos."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1200, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tf.Qwen2Tokenizer(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                      unk_token=None, bos_token=None).save_pretrained(directory)
+
+
+def llama_tokenizer(directory: Path, texts: list[str]) -> None:
+    """Llama's kind: BPE over ▁-marked words, <s> and </s>, and no pad token (pet_mtl pads with eos)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=800, special_tokens=["<unk>", "<s>", "</s>"]))
+    tf.LlamaTokenizer(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                      pad_token=None).save_pretrained(directory)
+
+
+CAUSAL_SIZE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                   max_position_embeddings=160)
+CAUSAL_ARCHITECTURES: dict[str, tuple[Callable, Callable]] = {
+    "gpt2": (bert_tokenizer, lambda v, pad: tf.GPT2LMHeadModel(tf.GPT2Config(
+        vocab_size=v, n_embd=64, n_layer=2, n_head=2, n_positions=160, bos_token_id=None, eos_token_id=None,
+        pad_token_id=pad))),
+    "qwen2": (byte_bpe_tokenizer, lambda v, pad: tf.Qwen2ForCausalLM(tf.Qwen2Config(
+        vocab_size=v, num_key_value_heads=1, pad_token_id=pad, **CAUSAL_SIZE))),
+    "llama": (llama_tokenizer, lambda v, pad: tf.LlamaForCausalLM(tf.LlamaConfig(
+        vocab_size=v, num_key_value_heads=1, pad_token_id=None, bos_token_id=1, eos_token_id=2, **CAUSAL_SIZE))),
+    "bert_decoder": (bert_tokenizer, lambda v, pad: tf.BertLMHeadModel(tf.BertConfig(
+        vocab_size=v, pad_token_id=pad, is_decoder=True, **SIZE))),
+}
+
+
+def build_causal(name: str, directory: Path, texts: list[str], seed: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    make_tokenizer, make_model = CAUSAL_ARCHITECTURES[name]
+    make_tokenizer(directory, texts)
+    tokenizer = tf.AutoTokenizer.from_pretrained(directory)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = make_model(len(tokenizer), tokenizer.pad_token_id)
+    model.save_pretrained(directory)
+    return directory

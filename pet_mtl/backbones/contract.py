@@ -1,5 +1,6 @@
-"""The backbone contract: what the methods, pretraining and the auxiliary MLM may ask of a model, answered by the
-model itself and checked once against its own forward.
+"""The backbone contract: what the methods, pretraining and the auxiliary MLM may ask of a model (a masked LM, or a
+causal LM for method=causal and the plain-text methods), answered by the model itself and checked once against its
+own forward.
 
 Before it, each caller reached into the model with a guess that held for BERT and failed for someone: the vocabulary
 head taken as "the one child holding the output embeddings" (ELECTRA's generator splits its head over two modules,
@@ -105,12 +106,15 @@ VOCAB_HEADS = {
     "full": "the model's full forward (every position through the head), then the chosen positions",
 }
 
-#: normalisation layers a condition (conditional LayerNorm) may shift: their class names
-NORMS = (nn.LayerNorm,)
+def is_norm(module: nn.Module) -> bool:
+    """A normalisation layer a condition (conditional LayerNorm) may shift: torch's LayerNorm, or an RMSNorm (Llama,
+    Qwen: transformers defines one class per model, all named ...RMSNorm, all with a `weight` of the hidden size)."""
+    return isinstance(module, nn.LayerNorm) or (type(module).__name__.endswith("RMSNorm")
+                                                and isinstance(getattr(module, "weight", None), torch.Tensor))
 
 
 class Backbone:
-    """A masked LM and its tokenizer behind the few questions pet_mtl asks of them. Not an nn.Module: it holds
+    """A language model and its tokenizer behind the few questions pet_mtl asks of them. Not an nn.Module: it holds
     references, so a Scorer (which owns the model) stays the one module DDP, checkpoints and `.to()` see."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, verify: bool = True):
@@ -119,6 +123,9 @@ class Backbone:
         self.config = model.config
         self.kind = model_kind(self.config)
         self.specials = Specials.of(tokenizer)
+        #: a causal LM's first token before any text: its tokenizer's bos, else cls (GPT-2 models with a BERT
+        #: vocabulary, as uer/gpt2-chinese, start texts with [CLS]), else none
+        self.start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
         #: the tokenizer makes token type ids AND the model has more than one type to embed (BERT: 2; RoBERTa, XLM-R: 1)
         self.takes_token_types = has_token_types(tokenizer) and (getattr(self.config, "type_vocab_size", 0) or 0) >= 2
         base = getattr(model, "base_model", None)
@@ -149,9 +156,42 @@ class Backbone:
         return self.model(**inputs, output_hidden_states=True).hidden_states[-1]
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B, H] one state per sequence for a classifier: the first token ([CLS], <s>), which a masked LM's
-        bidirectional attention lets see every other."""
+        """[B, H] one state per sequence for a classifier. A masked LM: the first token ([CLS], <s>), which its
+        bidirectional attention lets see every other. A causal LM: the last real token (rows are padded on the
+        right), the only one that has seen the whole text."""
+        if self.kind == "causal":
+            return hidden[torch.arange(hidden.size(0), device=hidden.device), attention_mask.sum(1) - 1]
         return hidden[:, 0]
+
+    def continuations(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      candidates: torch.Tensor) -> torch.Tensor:
+        """[B, M, S] a causal LM's log-probability of each candidate's token at each of its positions, teacher
+        forced after each row's prompt: input_ids [B, T] right-padded prompts, candidates [B, M, S] token ids.
+
+        One pass over the prompts (left-aligned so every row's last token is at the end, positions counted from
+        each row's first real token), whose key/value cache the M candidates of a row then share: their first
+        token is scored from the prompt's last position, the rest in one batched pass of the candidates' tokens
+        (but the last) over the repeated cache. Equal to one forward of `prompt + candidate` per candidate
+        (tests/test_causal.py), for 1 + (S - 1) / T of a prompt's cost per candidate instead of 1.
+        """
+        B, T = input_ids.shape
+        M, S = candidates.shape[1:]
+        lengths = attention_mask.sum(1)
+        align = (torch.arange(T, device=input_ids.device)[None] + lengths[:, None]) % T  # right- to left-padded
+        ids, mask = input_ids.gather(1, align), attention_mask.gather(1, align)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                         use_cache=S > 1)
+        first = out.logits[:, -1].float().log_softmax(-1).gather(1, candidates[:, :, 0])  # [B, M]
+        if S == 1:
+            return first[..., None]
+        cache = out.cache
+        cache.batch_repeat_interleave(M)
+        steps = candidates[:, :, :-1].reshape(B * M, S - 1)
+        mask = torch.cat([mask.repeat_interleave(M, 0), mask.new_ones(B * M, S - 1)], 1)
+        positions = lengths.repeat_interleave(M)[:, None] + torch.arange(S - 1, device=ids.device)[None]
+        rest = self.model(input_ids=steps, attention_mask=mask, position_ids=positions, cache=cache).logits
+        rest = rest.float().log_softmax(-1).gather(2, candidates[:, :, 1:].reshape(B * M, S - 1, 1))
+        return torch.cat([first[..., None], rest.view(B, M, S - 1)], -1)
 
     def logits_at(self, positions: torch.Tensor, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """[B, S, V] vocabulary logits at positions [B, S]."""
@@ -173,7 +213,7 @@ class Backbone:
     def norms(self) -> list[nn.Module]:
         """The encoder's normalisation layers, each once (ALBERT shares one set across its layers, so a condition
         shifts each shared LayerNorm once, wherever it runs)."""
-        return [m for m in (self.base or self.model).modules() if isinstance(m, NORMS)]
+        return [m for m in (self.base or self.model).modules() if is_norm(m)]
 
     def describe(self) -> str:
         return (f"backbone: {type(self.model).__name__} ({self.kind} LM, {len(self.tokenizer)} tokens, "
@@ -183,7 +223,7 @@ class Backbone:
     # ---------------------------------------------------------------- the check
 
     def probe(self) -> dict[str, torch.Tensor]:
-        """A short input every masked-LM tokenizer can encode: text around two mask tokens."""
+        """A short input every tokenizer can encode: text around two mask tokens (a masked LM), or a pair."""
         tok = self.tokenizer
         mask = tok.mask_token or ""
         enc = tok("这是" + mask * 2 + "新闻。", "一段文字", return_tensors="pt",

@@ -15,6 +15,7 @@ from typing import Iterable
 import transformers
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoTokenizer,
     BertConfig,
@@ -71,9 +72,19 @@ def describe_folder(path: Path, tokenizer_dir: Path | None = None) -> None:
                           "copy the tokenizer beside the weights")
 
 
+#: what each kind of model is for, said when a folder holds the other kind
+KIND_USES = {"masked": "method=pet and pet_cln, and pretraining, need a masked LM (BERT family); a causal LM serves "
+                       "method=causal, heads and cln",
+             "causal": "method=causal needs a causal LM (GPT-2, Qwen, Llama, BertLMHeadModel with is_decoder)"}
+
+
 def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir: str | Path | None = None,
-                    strict: bool = True, exact: bool = False, needs_head: bool = True):
-    """(tokenizer, masked LM) from a local directory (the tokenizer may live in another), never from the hub.
+                    strict: bool = True, exact: bool = False, needs_head: bool = True,
+                    kinds: tuple[str, ...] = ("masked",), kind: str | None = None):
+    """(tokenizer, language model) from a local directory (the tokenizer may live in another), never from the hub:
+    a masked LM, or a causal LM where `kinds` allows one; the kind is read from config.json (`kind` overrides it:
+    model.kind). A causal LM's tokenizer without a pad token gets its eos token as pad (rows are padded on the right
+    and the padding is never attended to or scored).
 
     Verified, since transformers otherwise fills what is missing with random weights and only logs it: every
     weight the model needs must be in the files with its shape, and (`exact`, for pet_mtl's own checkpoints)
@@ -97,19 +108,27 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as e:  # a config.json that does not parse, an unknown model_type
         raise CheckpointError(path / "config.json", None, f"cannot read the model's config: {_first_line(e)}") from None
-    if model_kind(config) != "masked":
+    found = kind or model_kind(config)
+    if found not in KIND_USES:
+        raise ConfigError(f"model.kind={kind!r}: expected masked or causal (or null: from config.json)")
+    if found not in kinds:
         names = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
-        raise ConfigError(f"model.path={path} holds a causal LM ({names}); pet_mtl's methods read a masked LM "
-                          "(BERT family: BertForMaskedLM, RoBERTa, ALBERT, ELECTRA, DeBERTa-v2, XLM-R...)")
+        raise ConfigError(f"model.path={path} holds a {found} LM ({names}); {KIND_USES[kinds[0]]}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or path, local_files_only=True)
     except Exception as e:  # a missing or corrupt tokenizer file; transformers raises many types
         raise CheckpointError(tokenizer_dir or path, None, f"cannot load the tokenizer: {_first_line(e)}") from None
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, output_loading_info=True,
-                                                           use_safetensors=None if trust_pickle else True)
+        auto = AutoModelForCausalLM if found == "causal" else AutoModelForMaskedLM
+        model, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                           use_safetensors=None if trust_pickle else True)
     except Exception as e:  # truncated safetensors, a config.json that does not parse, shapes that disagree...
-        raise CheckpointError(path, None, f"cannot load the masked LM: {_first_line(e)}") from None
+        raise CheckpointError(path, None, f"cannot load the {found} LM: {_first_line(e)}") from None
+    if found == "causal" and tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"{tokenizer_dir or path}: the tokenizer has neither a pad nor an eos token; add a pad "
+                              "token to its tokenizer_config.json")
+        tokenizer.pad_token = tokenizer.eos_token
     unexpected = sorted(info["unexpected_keys"])
     if not exact:
         unexpected = [k for k in unexpected if not any(u in k for u in UNUSED_PRETRAINING_WEIGHTS)]
@@ -122,11 +141,11 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
     if missing and not exact and head_params <= set(missing) <= head_weights:  # every encoder weight, no head
         head = sorted({k.split(".")[0] for k in missing})
         if needs_head:
-            raise ConfigError(f"model.path={path} has no masked-LM head (its files hold the encoder only; missing "
+            raise ConfigError(f"model.path={path} has no {found}-LM head (its files hold the encoder only; missing "
                               f"{', '.join(h + '.*' for h in head)}): the cloze methods (pet, pet_cln) score label "
                               "words with that head; use a masked-LM checkpoint, or method=heads / cln, which train "
                               "their own classifiers on this encoder")
-        logging.getLogger("pet_mtl").info("%s: no masked-LM head in the files (%s); this method never reads it",
+        logging.getLogger("pet_mtl").info("%s: no language-model head in the files (%s); this method never reads it",
                                           path, ", ".join(h + ".*" for h in head))
         missing = []
     problems = [f"{what} {sorted(keys)[:4]}{' ...' if len(keys) > 4 else ''} ({len(keys)})"

@@ -29,6 +29,9 @@ class TinyModelConfig:
 class ModelConfig:
     #: a local Hugging Face masked-LM directory (e.g. ../shared/models/zh-mini-mlm); null builds a tiny random one
     path: Optional[str] = None
+    #: masked | causal: which kind of language model model.path holds; null reads it from its config.json
+    #: (a decoder flag or a ...ForCausalLM / ...LMHeadModel architecture is causal)
+    kind: Optional[str] = None
     #: tokens per sequence, special tokens included; example fields are truncated to fit, patterns never
     max_length: int = 128
     #: allow .bin/.pt pickle files in model.path (they can execute code when loaded)

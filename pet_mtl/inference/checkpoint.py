@@ -108,7 +108,7 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False, strict: bool =
     refuse_pickles(ckpt, trust_pickle)
     meta = load_meta(ckpt)
     tokenizer, mlm = load_pretrained(ckpt / "model", trust_pickle, tokenizer_dir=ckpt / "tokenizer", strict=strict,
-                                     exact=True)
+                                     exact=True, kinds=("masked", "causal"))
     recorded, found = meta.get("special_tokens"), special_tokens(tokenizer)
     if recorded is not None and recorded != found:
         changed = {k: f"{recorded.get(k)} -> {found[k]}" for k in found if recorded.get(k) != found[k]}

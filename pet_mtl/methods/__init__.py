@@ -5,6 +5,8 @@
   heads     plain text        a classifier per task  none (each task's own head on [CLS])
   cln       plain text        a classifier per task  a task embedding through conditional LayerNorm
   pet_cln   cloze (patterns)  MLM head at the slot   the pattern text and conditional LayerNorm
+  causal    prompt (patterns) a causal LM's likelihood the task prefix in the prompt
+                              of each label word
 
 The contract is in base.py: a `Method` is a featurizer factory (examples -> features) and a scorer factory
 (batch -> [B, C] label scores). Adding a method:
@@ -23,6 +25,7 @@ from torch import nn
 from pet_mtl.backbones.contract import Backbone
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.methods.base import Featurizer, Method, MethodOptions, Scorer
+from pet_mtl.methods.causal import CAUSAL
 from pet_mtl.methods.cln import CLN, PET_CLN
 from pet_mtl.methods.cloze import PET
 from pet_mtl.methods.heads import HEADS
@@ -38,7 +41,7 @@ def register(*methods: Method) -> None:
         METHODS[m.name] = m
 
 
-register(PET, HEADS, CLN, PET_CLN)
+register(PET, HEADS, CLN, PET_CLN, CAUSAL)
 
 
 def get_method(name: str) -> Method:
@@ -58,8 +61,9 @@ def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns:
         if missing:
             raise ConfigError(f"method={m.name} needs a pattern for every task; none for {', '.join(missing)}")
     backbone = Backbone(mlm, tokenizer)
-    if backbone.kind != "masked":
-        raise ConfigError(f"method={m.name} needs a masked LM; {type(mlm).__name__} is a {backbone.kind} LM")
+    if backbone.kind not in m.backbone_kinds:
+        raise ConfigError(f"method={m.name} needs a {m.backbone_kinds[0]} LM; {type(mlm).__name__} is a "
+                          f"{backbone.kind} LM" + ("; use method=causal" if backbone.kind == "causal" else ""))
     featurizer = m.featurizer(backbone, patterns, list(tasks), max_length, options)
     return featurizer, m.scorer(backbone, featurizer, options)
 

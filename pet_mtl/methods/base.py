@@ -111,6 +111,10 @@ class Method:
     #: some parameters get no gradient in some steps (heads of tasks absent from a batch, an unused MLM head):
     #: DistributedDataParallel must then look for them
     sparse_gradients: bool = False
-    #: scores through the masked LM's vocabulary head (a folder without one is refused at loading)
+    #: scores through the language model's vocabulary head (a folder without one is refused at loading)
     needs_mlm_head: bool = False
+    #: the kinds of backbone it can use (masked, causal), the first the one it is made for
+    backbone_kinds: tuple[str, ...] = ("masked",)
+    #: the shipped pattern set (conf/patterns/<name>.yaml) it uses when the run names none (null: `default`)
+    default_patterns: str | None = None
 

@@ -1,4 +1,5 @@
-"""Conditional LayerNorm: a learned task embedding shifts the gain and bias of every LayerNorm of the encoder.
+"""Conditional LayerNorm: a learned task embedding shifts the gain and bias of every LayerNorm (or RMSNorm) of the
+encoder.
 
 For LayerNorm output y = norm(x) * g + b, task t gives y_t = y + norm(x) * dg(e_t) + db(e_t), with dg and db
 linear maps of the task embedding e_t, initialised to zero: at initialisation the model is exactly the pretrained
@@ -35,10 +36,12 @@ class TaskLayerNorm(nn.Module):
         super().__init__()
         norms = backbone.norms()
         if not norms:
-            raise ConfigError(f"method with cln: {type(backbone.model).__name__} has no torch.nn.LayerNorm to condition")
+            raise ConfigError(f"method with cln: {type(backbone.model).__name__} has no torch.nn.LayerNorm or RMSNorm "
+                              "to condition")
         self.task_embedding = nn.Embedding(n_tasks, dim)
-        self.gain = nn.ModuleList(nn.Linear(dim, m.normalized_shape[-1]) for m in norms)
-        self.shift = nn.ModuleList(nn.Linear(dim, m.normalized_shape[-1]) for m in norms)
+        sizes = [m.normalized_shape[-1] if isinstance(m, nn.LayerNorm) else m.weight.shape[-1] for m in norms]
+        self.gain = nn.ModuleList(nn.Linear(dim, n) for n in sizes)
+        self.shift = nn.ModuleList(nn.Linear(dim, n) for n in sizes)
         for proj in (*self.gain, *self.shift):
             nn.init.zeros_(proj.weight)
             nn.init.zeros_(proj.bias)
@@ -59,13 +62,23 @@ class TaskLayerNorm(nn.Module):
             if self._task_vec is None:  # outside on(): the plain backbone
                 return None
             x = args[0]
-            normed = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+            normed = normalized(module, x)
             shape = (x.size(0),) + (1,) * (x.dim() - 2) + (-1,)
             dg = self.gain[i](self._task_vec).view(shape)
             db = self.shift[i](self._task_vec).view(shape)
             return output + normed * dg.to(normed.dtype) + db.to(normed.dtype)
 
         return hook
+
+
+def normalized(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x normalised as the layer does before its gain: LayerNorm centres and scales, RMSNorm (Llama, Qwen) only
+    scales by the root mean square, in fp32 as those models compute it."""
+    if isinstance(norm, nn.LayerNorm):
+        return F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def conditioned(scorer: ScorerFactory) -> ScorerFactory:
@@ -81,6 +94,7 @@ def conditioned(scorer: ScorerFactory) -> ScorerFactory:
 
 
 CLN = Method("cln", "per-task heads plus conditional LayerNorm from a task embedding", text_featurizer,
-             conditioned(heads_scorer), uses_patterns=False, sparse_gradients=True)
+             conditioned(heads_scorer), uses_patterns=False, sparse_gradients=True,
+             backbone_kinds=("masked", "causal"))
 PET_CLN = Method("pet_cln", "pattern cloze plus conditional LayerNorm", cloze_featurizer, conditioned(cloze_scorer),
                  uses_patterns=True, needs_mlm_head=True)

@@ -40,7 +40,12 @@ class ClozeModel(Scorer):
         ids = self.ids[head][..., :S]  # [B, C, K, S]
         C, K = ids.size(1), ids.size(2)
         per_pos = logp.gather(2, ids.reshape(B, C * K, S).transpose(1, 2))  # [B, S, C*K]
-        words = (per_pos.transpose(1, 2).reshape(B, C, K, S) * self.weights[head][..., :S]).sum(-1)  # [B, C, K]
+        return self.combine(per_pos.transpose(1, 2).reshape(B, C, K, S), head)
+
+    def combine(self, per_pos: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """[B, C] label scores from [B, C, K, S] log-probabilities of each word's token at each slot position: a
+        word's positions weighted by the pattern's scoring rule, a label's words by log-sum-exp or mean."""
+        words = (per_pos * self.weights[head][..., :per_pos.size(-1)]).sum(-1)  # [B, C, K]
         mask = self.word_mask[head]
         lse = words.masked_fill(~mask, float("-inf")).logsumexp(-1)
         mean = words.masked_fill(~mask, 0.0).sum(-1) / mask.sum(-1).clamp(min=1)

@@ -123,6 +123,29 @@ def label_words(pattern: Pattern, tokenizer, context: str | None = None) -> Labe
                       tuple(tuple(len(t) for t in tokenized[c]) for c in task.labels), tuple(notes))
 
 
+def verbalizer_tensors(all_words: Sequence[LabelWords], patterns: Sequence[Pattern]) -> dict[str, torch.Tensor]:
+    """The verbalizers as tensors for the label scorers (P patterns, C labels, K words, S slot positions):
+    ids [P, C, K, S] (pad-filled), weights [P, C, K, S] (each position's share in a word's score, by the
+    pattern's scoring rule), word_mask [P, C, K] (real words), label_mask [P, C] (real labels),
+    logsumexp [P] (the pattern combines a label's words by log-sum-exp, else by their mean)."""
+    P = len(all_words)
+    C = max(len(w.ids) for w in all_words)
+    K = max(len(k) for w in all_words for k in w.ids)
+    S = max(w.slot_len for w in all_words)
+    t = {"ids": torch.zeros(P, C, K, S, dtype=torch.long), "weights": torch.zeros(P, C, K, S),
+         "word_mask": torch.zeros(P, C, K, dtype=torch.bool), "label_mask": torch.zeros(P, C, dtype=torch.bool),
+         "logsumexp": torch.tensor([p.aggregate == "logsumexp" for p in patterns])}
+    for p, (w, pattern) in enumerate(zip(all_words, patterns)):
+        weights = w.weights(pattern.scoring)
+        for c, label_ids in enumerate(w.ids):
+            for k, ids in enumerate(label_ids):
+                t["ids"][p, c, k, : w.slot_len] = torch.tensor(ids)
+                t["weights"][p, c, k, : w.slot_len] = torch.tensor(weights[c][k])
+                t["word_mask"][p, c, k] = True
+        t["label_mask"][p, : len(w.ids)] = True
+    return t
+
+
 CHARS_PER_TOKEN = 32
 
 
@@ -206,26 +229,7 @@ class ClozeFeaturizer:
         return out
 
     def label_tensors(self) -> dict[str, torch.Tensor]:
-        """The verbalizers as tensors for the cloze scorer (P patterns, C labels, K words, S slot positions):
-        ids [P, C, K, S] (pad-filled), weights [P, C, K, S] (each position's share in a word's score, by the
-        pattern's scoring rule), word_mask [P, C, K] (real words), label_mask [P, C] (real labels),
-        logsumexp [P] (the pattern combines a label's words by log-sum-exp, else by their mean)."""
-        P = len(self.words)
-        C = max(len(w.ids) for w in self.words)
-        K = max(len(k) for w in self.words for k in w.ids)
-        S = max(w.slot_len for w in self.words)
-        t = {"ids": torch.zeros(P, C, K, S, dtype=torch.long), "weights": torch.zeros(P, C, K, S),
-             "word_mask": torch.zeros(P, C, K, dtype=torch.bool), "label_mask": torch.zeros(P, C, dtype=torch.bool),
-             "logsumexp": torch.tensor([p.aggregate == "logsumexp" for p in self.patterns])}
-        for p, (w, pattern) in enumerate(zip(self.words, self.patterns)):
-            weights = w.weights(pattern.scoring)
-            for c, label_ids in enumerate(w.ids):
-                for k, ids in enumerate(label_ids):
-                    t["ids"][p, c, k, : w.slot_len] = torch.tensor(ids)
-                    t["weights"][p, c, k, : w.slot_len] = torch.tensor(weights[c][k])
-                    t["word_mask"][p, c, k] = True
-            t["label_mask"][p, : len(w.ids)] = True
-        return t
+        return verbalizer_tensors(self.words, self.patterns)
 
     def parts(self, rendered: Rendered, pattern: int) -> tuple[str, ...]:
         """The text, or a pair pattern's two texts, exactly as the tokenizer gets them."""

@@ -107,4 +107,4 @@ def heads_scorer(backbone: Backbone, featurizer: Featurizer, options: MethodOpti
 
 
 HEADS = Method("heads", "shared encoder, one classifier per task, loss masked by task", text_featurizer,
-               heads_scorer, uses_patterns=False, sparse_gradients=True)
+               heads_scorer, uses_patterns=False, sparse_gradients=True, backbone_kinds=("masked", "causal"))

@@ -21,9 +21,10 @@ from omegaconf import OmegaConf
 from pet_mtl.backbones.loading import build_tiny, load_pretrained
 from pet_mtl.core.config import Config
 from pet_mtl.core.distributed import Dist
+from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import remove_leftovers
 from pet_mtl.core.precision import pad_multiple
-from pet_mtl.core.resources import data_dir
+from pet_mtl.core.resources import CONF_DIR, data_dir
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.regimes import load_task_data
 from pet_mtl.data.sampling import MultiTaskBatches
@@ -31,7 +32,7 @@ from pet_mtl.inference import checkpoint as ckpt_io
 from pet_mtl.inference.predictor import Predictor
 from pet_mtl.methods import MethodOptions, build_scorer, get_method
 from pet_mtl.methods.features import Feature, collate
-from pet_mtl.prompts import load_pattern_set
+from pet_mtl.prompts import load_pattern_set, read_yaml
 from pet_mtl.training.algorithms import build_algorithms
 from pet_mtl.training.checks import check as check_config
 from pet_mtl.training.loop import Loop
@@ -41,6 +42,17 @@ from pet_mtl.training.runlog import RunLog
 from pet_mtl.training.state import TrainState, write_train_state
 
 log = logging.getLogger("pet_mtl")
+
+
+def method_patterns(method, patterns: dict) -> dict:
+    """The run's pattern set, or, when the run left it at the shipped `default` and the method has a set of its
+    own (method=causal: prompts whose slot ends them), that set."""
+    if method.default_patterns is None:
+        return patterns
+    shipped = Path(CONF_DIR) / "patterns"
+    if patterns == (read_yaml(shipped / "default.yaml") or {}):
+        return read_yaml(shipped / f"{method.default_patterns}.yaml") or {}
+    return patterns
 
 
 class Trainer(Loop):
@@ -65,6 +77,7 @@ class Trainer(Loop):
         self.patterns = {}
         if self.method.uses_patterns:  # a method that reads plain text is never blocked by a pattern file
             patterns = OmegaConf.to_container(cfg.patterns) if OmegaConf.is_config(cfg.patterns) else cfg.patterns
+            patterns = method_patterns(self.method, patterns)
             self.patterns = load_pattern_set(patterns, cfg.tasks, list(cfg.pattern_roots), cfg.label_scoring)
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
@@ -100,8 +113,12 @@ class Trainer(Loop):
     def _backbone(self):
         cfg = self.cfg
         if cfg.model.path is not None:
+            method = get_method(cfg.method)
             return load_pretrained(cfg.model.path, cfg.model.trust_pickle, strict=cfg.model.strict,
-                                   needs_head=get_method(cfg.method).needs_mlm_head)
+                                   needs_head=method.needs_mlm_head, kinds=method.backbone_kinds, kind=cfg.model.kind)
+        if "masked" not in self.method.backbone_kinds:
+            raise ConfigError(f"method={cfg.method} needs a {self.method.backbone_kinds[0]} LM: pass model.path=<its "
+                              "folder> (e.g. ../shared/models/zh-mini-clm); the demo's tiny random model is a masked LM")
         texts = [v for d in self.data.values() for e in d.train + d.val for v in e.fields.values()]
         for p in (p for ps in self.patterns.values() for p in ps):
             texts += [p.source, *p.verbalizer.values()]
