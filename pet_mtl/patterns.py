@@ -54,6 +54,13 @@ def _tokenizer_and_model(model: str | None, texts: Sequence[str] = ()):
     return build_tiny(Path(tempfile.mkdtemp(prefix="pet_mtl-workbench-")), texts)
 
 
+def _method(mlm) -> str:
+    """The workbench scores a causal LM's patterns as method=causal does, a masked LM's as pet does."""
+    from pet_mtl.backbones.contract import model_kind
+
+    return "causal" if model_kind(mlm.config) == "causal" else "pet"
+
+
 def _pattern_set(name: str, roots: Sequence[Path]) -> dict:
     """A pattern set by name: <root>/sets/<name>.yaml in the user's roots, else the shipped conf/patterns/."""
     path = user_set_files(roots).get(name, Path(CONF_DIR) / "patterns" / f"{name}.yaml")
@@ -133,7 +140,12 @@ def check(args) -> int:
                     failures += 1
     for name in args.sets:
         try:
-            load_pattern_set(_pattern_set(name, roots), list(TASKS), roots)
+            loaded = load_pattern_set(_pattern_set(name, roots), list(TASKS), roots)
+            if args.method == "causal":
+                from pet_mtl.methods.causal import check_causal_pattern
+
+                for p in (p for ps in loaded.values() for p in ps):
+                    check_causal_pattern(p)
             print(f"ok: pattern set {name}")
         except PetMtlError as e:
             print(f"error: pattern set {name}: {e}")
@@ -146,25 +158,33 @@ def check(args) -> int:
 
 
 def preview(args) -> int:
-    from pet_mtl.methods.features import ClozeFeaturizer
+    from pet_mtl.methods import build_scorer
 
     task = args.task
     examples = _labelled(task, args, args.n) if args.labelled else _unlabelled(task, args)
+    tokenizer, mlm = _tokenizer_and_model(args.model, []) if args.model else (None, None)
+    method = _method(mlm) if mlm is not None else "pet"
+    if method == "causal" and args.set == "default" and not args.template:
+        args.set = "causal"
     patterns = _patterns(args, [task])
-    texts = [v for e in examples for v in e.fields.values()] + [p.source for p in patterns[task]]
-    texts += [w for p in patterns[task] for ws in p.word_lists().values() for w in ws]
-    tokenizer, _ = _tokenizer_and_model(args.model, texts)
-    featurizer = ClozeFeaturizer(tokenizer, patterns, args.max_length)
+    if mlm is None:
+        texts = [v for e in examples for v in e.fields.values()] + [p.source for p in patterns[task]]
+        texts += [w for p in patterns[task] for ws in p.word_lists().values() for w in ws]
+        tokenizer, mlm = _tokenizer_and_model(None, texts)
+    featurizer, _ = build_scorer(method, tokenizer, mlm, patterns, [task], args.max_length)
     for line in featurizer.describe():
         print(line)
     for ex in examples[: args.n]:
         print(f"\n{task} {ex.id}" + (f" (label {ex.label})" if ex.label else "") + f" from {ex.source}")
         for f in featurizer.encode([ex], with_labels=False):
             pattern = featurizer.patterns[f.head]
-            full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.head))["input_ids"])
             tokens = tokenizer.convert_ids_to_tokens(list(f.input_ids))
-            print(f"  {pattern.name}: {len(tokens)} tokens" + (f" (cut from {full})" if full > len(tokens) else "")
-                  + f", slot at {f.slot_start}..{f.slot_start + f.slot_len - 1}")
+            if method == "causal":
+                print(f"  {pattern.name}: a prompt of {len(tokens)} tokens; each label word's tokens continue it")
+            else:
+                full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.head))["input_ids"])
+                print(f"  {pattern.name}: {len(tokens)} tokens" + (f" (cut from {full})" if full > len(tokens) else "")
+                      + f", slot at {f.slot_start}..{f.slot_start + f.slot_len - 1}")
             print("  model sees: " + " ".join(tokens))
     return 0
 
@@ -191,6 +211,9 @@ def zero_shot(args) -> int:
     from pet_mtl.methods import build_scorer
 
     tokenizer, mlm = _tokenizer_and_model(args.model)
+    method = _method(mlm)
+    if method == "causal" and args.set == "default" and not args.template:
+        args.set = "causal"  # the causal method's own prompts, as training uses them
     tasks = args.tasks or list(TASKS)
     rules = args.rules.split(",")
     print("| task | pattern | scoring | macro-F1 | accuracy | predicted labels (count) |")
@@ -200,7 +223,7 @@ def zero_shot(args) -> int:
         for rule in rules:
             args.scoring_rule = rule
             for pattern in _patterns(args, [task])[task]:
-                featurizer, model = build_scorer("pet", tokenizer, mlm, {task: [pattern]}, [task], args.max_length)
+                featurizer, model = build_scorer(method, tokenizer, mlm, {task: [pattern]}, [task], args.max_length)
                 predictor = Predictor(featurizer, model.eval())
                 with torch.inference_mode():
                     preds = predictor.predict(examples)
@@ -300,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="validate every template and verbalizer under the pattern roots")
     c.add_argument("sets", nargs="*", help="pattern sets to load as well (e.g. default ensemble)")
+    c.add_argument("--method", default="pet", choices=["pet", "causal"],
+                   help="check the sets' patterns for this method too (causal: the slot ends each template)")
     _add_common(c)
     pv = sub.add_parser("preview", help="render examples through a pattern: what the model sees")
     pv.add_argument("--task", required=True, choices=list(TASKS))

@@ -172,3 +172,19 @@ def test_what_method_causal_refuses(causal_dir):
         build_scorer("pet", tok, lm, {"tnews": [TNEWS]}, ["tnews"], 64)
     with pytest.raises(ConfigError, match=r"holds a causal LM \(GPT2LMHeadModel\); method=pet and pet_cln"):
         load_pretrained(causal_dir("gpt2"))
+
+
+def test_the_workbench_previews_scores_and_checks_causal_patterns(causal_dir, small_dir, capsys):
+    from pet_mtl.patterns import main as workbench
+
+    model = str(causal_dir("gpt2"))
+    assert workbench(["zero-shot", "--task", "tnews", "--model", model, "--data-dir", str(small_dir), "--rows", "15"]) == 0
+    assert "| tnews | tnews/prefix |" in capsys.readouterr().out  # the causal set, as training uses it
+    assert workbench(["preview", "--task", "tnews", "--model", model, "--data-dir", str(small_dir), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "each label word's tokens continue it" in out and "103=体育[体 育]" in out
+    assert workbench(["check", "--method", "causal", "causal", "causal_noprefix"]) == 0
+    capsys.readouterr()
+    assert workbench(["check", "--method", "causal", "default"]) == 1
+    err = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error: pattern set default")]
+    assert len(err) == 1 and "the slot must end the template" in err[0]
