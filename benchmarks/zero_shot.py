@@ -1,6 +1,8 @@
-"""PET before any training: the backbone's own MLM head scoring the verbalizers on a regime's report set.
+"""PET before any training: the backbone's own MLM head scoring the verbalizers on a regime's report set (or, with
+method=causal and a causal LM, its likelihood of each label word after the prompt).
 
-`python benchmarks/zero_shot.py [hydra overrides]`, e.g. `data=fewclue model.path=../shared/models/zh-mini-mlm`.
+`python benchmarks/zero_shot.py [hydra overrides]`, e.g. `data=fewclue model.path=../shared/models/zh-mini-mlm`,
+or `data=fewclue method=causal model.path=../shared/models/zh-mini-clm [patterns=causal_noprefix]`.
 It is the prior that method=pet starts from (method=heads starts from random classifiers): the reference point
 for the few-shot comparison in RESULTS.md. Prints per-task macro-F1 on the held-out set (few-shot) or validation set.
 """
@@ -20,8 +22,9 @@ from pet_mtl.backbones.loading import load_pretrained
 from pet_mtl.cli import CONF_DIR
 from pet_mtl.data.regimes import load_task_data
 from pet_mtl.inference.predictor import Predictor
-from pet_mtl.methods import build_scorer
+from pet_mtl.methods import build_scorer, get_method
 from pet_mtl.prompts import load_pattern_set
+from pet_mtl.training.trainer import method_patterns
 
 
 def main(overrides: list[str]) -> None:
@@ -29,10 +32,11 @@ def main(overrides: list[str]) -> None:
         cfg = compose(config_name="config", overrides=overrides)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    patterns = load_pattern_set(OmegaConf.to_container(cfg.patterns), cfg.tasks, list(cfg.pattern_roots),
-                                cfg.label_scoring)
-    tokenizer, mlm = load_pretrained(cfg.model.path)
-    featurizer, model = build_scorer("pet", tokenizer, mlm, patterns, list(cfg.tasks), cfg.model.max_length)
+    method = get_method(cfg.method if cfg.method in ("pet", "causal") else "pet")
+    patterns = load_pattern_set(method_patterns(method, OmegaConf.to_container(cfg.patterns)), cfg.tasks,
+                                list(cfg.pattern_roots), cfg.label_scoring)
+    tokenizer, mlm = load_pretrained(cfg.model.path, kinds=method.backbone_kinds)
+    featurizer, model = build_scorer(method, tokenizer, mlm, patterns, list(cfg.tasks), cfg.model.max_length)
     data = load_task_data(cfg)
     sets = {t: d.held_out if d.held_out else d.val for t, d in data.items()}
     result = Predictor(featurizer, model).evaluate(sets)
