@@ -188,3 +188,35 @@ def test_the_workbench_previews_scores_and_checks_causal_patterns(causal_dir, sm
     assert workbench(["check", "--method", "causal", "default"]) == 1
     err = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error: pattern set default")]
     assert len(err) == 1 and "the slot must end the template" in err[0]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "bert_decoder"])
+def test_a_causal_lm_pretrains_on_next_tokens_and_the_auxiliary_loss_is_its_own(arch, causal_dir, small_dir,
+                                                                                 tmp_path):
+    """pet_mtl.pretrain continues a causal LM with the next-token loss (held-out perplexity falls, the output loads
+    as a causal LM); train.mlm_weight adds the next-token loss of unlabelled text to method=causal."""
+    from test_pretrain import corpus_lines, pretrain_cfg
+
+    from pet_mtl.backbones.mlm import CausalLM
+    from pet_mtl.pretraining.pretrainer import Pretrainer
+
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(corpus_lines(400)) + "\n", encoding="utf-8")
+    cfg = pretrain_cfg(f"model.path={causal_dir(arch)}", f"out_dir={tmp_path / 'pre'}", f"text=[{text}]",
+                       "data.max_length=32", "data.eval_docs=40", "data.held_out_fraction=0.1", "train.batch_size=8",
+                       "train.max_steps=30", "train.eval_every=30", "train.lr=3e-3", "train.warmup_ratio=0",
+                       "train.progress=false", "train.log_every=0")
+    pre = Pretrainer(cfg, tmp_path / "pre")
+    assert isinstance(pre.masked_lm, CausalLM) and "next-token loss" in pre.plan()[-1]
+    pre.fit()
+    first, last = pre.state.history[0], pre.state.history[-1]
+    assert last["pseudo_perplexity"] < 0.8 * first["pseudo_perplexity"], (first, last)
+    assert type(load_pretrained(tmp_path / "pre", kinds=BOTH)[1]) is type(pre.model)  # loads as the causal LM
+    assert "AutoModelForCausalLM" in (tmp_path / "pre" / "README.md").read_text()
+
+    trainer = Trainer(make_cfg("method=causal", f"model.path={causal_dir(arch)}", f"data.dir={small_dir}",
+                               "train.mlm_weight=0.5", "data.unlabelled.tnews=[a]", "train.max_steps=2",
+                               "train.eval_every=2", "train.batch_size=4", "train.mlm_batch_size=4",
+                               "train.progress=false", "train.predict_splits=[]", "model.max_length=48"), tmp_path / "aux")
+    trainer.fit()
+    assert "mlm_loss" in trainer.state.history[-1]

@@ -27,6 +27,29 @@ class MaskedLM(torch.nn.Module):
         return self.backbone.logits_where(where, input_ids, attention_mask, token_type_ids), labels[where]
 
 
+class CausalLM(torch.nn.Module):
+    """A causal LM's next-token objective in MaskedLM's shape: (logits, targets) where position i predicts token
+    i + 1 and that token has a label, projected through the head at those positions only."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.mlm = backbone.model
+        self.backbone = backbone
+
+    def forward(self, labels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        following = labels[:, 1:]
+        where = torch.zeros_like(labels, dtype=torch.bool)
+        where[:, :-1] = (following != -100) & attention_mask[:, 1:].bool()
+        targets = following[where[:, :-1]]
+        return self.backbone.logits_where(where, input_ids, attention_mask), targets
+
+
+def language_model(backbone: Backbone) -> torch.nn.Module:
+    """The backbone's own pretraining objective: masked-LM for a masked LM, next-token for a causal one."""
+    return CausalLM(backbone) if backbone.kind == "causal" else MaskedLM(backbone)
+
+
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over MaskedLM's masked positions, in fp32 whatever autocast produced the logits (a 21,128-way
     softmax in bf16 loses the small probabilities the loss is made of)."""

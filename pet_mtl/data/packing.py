@@ -59,7 +59,9 @@ class Encoded:
     starts: list[bool] = field(default_factory=list)
 
 
-def encode_doc(doc: Doc, tokenizer, segmenter: Segmenter | None) -> Encoded:
+def encode_doc(doc: Doc, tokenizer, segmenter: Segmenter | None, sep_id: int | None = None) -> Encoded:
+    """A document's segments, each followed by `sep_id` (default: the tokenizer's [SEP])."""
+    sep_id = tokenizer.sep_token_id if sep_id is None else sep_id
     out = Encoded()
     for s, text in enumerate(doc.segments):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=segmenter is not None)
@@ -71,7 +73,7 @@ def encode_doc(doc: Doc, tokenizer, segmenter: Segmenter | None) -> Encoded:
             starts = [a in words for a, _ in enc["offset_mapping"]]
             if starts:
                 starts[0] = True
-        out.ids += ids + [tokenizer.sep_token_id]
+        out.ids += ids + [sep_id]
         out.types += [min(s, 1)] * (len(ids) + 1)
         out.starts += starts + [True]
     return out
@@ -192,19 +194,21 @@ class MaskedStream:
     labels}, every row exactly `max_length` long (so attention_mask is all ones)."""
 
     def __init__(self, docs: Iterable[Doc] | None, tokenizer, max_length: int, masking: Masking, seed: int,
-                 segmenter: Segmenter | None = None):
+                 segmenter: Segmenter | None = None, start_id: int | None = None, sep_id: int | None = None):
+        """`start_id` begins every sequence, `sep_id` ends every segment (default: [CLS], [SEP])."""
         self.docs = docs
+        self.sep_id = tokenizer.sep_token_id if sep_id is None else sep_id
         self.tokenizer = tokenizer
         self.masking = check_masking(masking)
         self.seed = seed
         self.segmenter = segmenter if segmenter is not None or masking.unit == "token" else Segmenter()
-        self.packer = Packer(max_length, tokenizer.cls_token_id)
+        self.packer = Packer(max_length, tokenizer.cls_token_id if start_id is None else start_id)
         self.special_ids = frozenset(tokenizer.all_special_ids)
         self.vocab_size = len(tokenizer)
         self._ready: list[tuple[list[int], list[int], list[bool], int]] = []
 
     def encode(self, doc: Doc) -> Encoded:
-        return encode_doc(doc, self.tokenizer, self.segmenter)
+        return encode_doc(doc, self.tokenizer, self.segmenter, self.sep_id)
 
     def sequences_of(self, docs: Iterable[Doc]) -> list[tuple[list[int], list[int], list[bool], int]]:
         out = []
@@ -256,3 +260,22 @@ class MaskedStream:
         self.packer.state = PackState(**doc["packer"])
         self._ready = [(r[0], r[1], r[2], r[3]) for r in doc["ready"]]
 
+
+
+class CausalStream(MaskedStream):
+    """The same packed sequences for a causal LM's next-token loss: nothing masked, every token its own label (the
+    model predicts each from the ones before it; CausalLM shifts). The packing, the stream position and resume are
+    MaskedStream's."""
+
+    def __init__(self, docs: Iterable[Doc] | None, tokenizer, max_length: int, seed: int):
+        """Sequences begin with the tokenizer's bos (else cls, else eos) and segments end with sep (else eos):
+        Qwen's and Llama's tokenizers have no [CLS] or [SEP]; their eos marks where a text ends."""
+        eos = tokenizer.eos_token_id
+        start = next((t for t in (tokenizer.bos_token_id, tokenizer.cls_token_id, eos) if t is not None), None)
+        sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else eos
+        if start is None or sep is None:
+            raise ConfigError("a causal LM's tokenizer needs an eos token (or bos and sep) to pack texts")
+        super().__init__(docs, tokenizer, max_length, Masking(unit="token"), seed, start_id=start, sep_id=sep)
+
+    def mask(self, ids: list[int], starts: list[bool], index: int) -> tuple[list[int], list[int]]:
+        return list(ids), list(ids)

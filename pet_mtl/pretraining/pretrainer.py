@@ -1,4 +1,5 @@
-"""Continued masked-LM pretraining: text files in, a Hugging Face masked-LM directory out (see pretrain.py).
+"""Continued pretraining: text files in, a Hugging Face model directory out (see pretrain.py). A masked LM continues
+with the masked-LM loss, a causal LM (method=causal's backbones) with the next-token loss on the same packed text.
 
 One `Pretrainer` owns `out_dir`, which is at once the run directory (pretrain.log, metrics.json, .hydra/,
 checkpoint-last/) and the output model: config.json, model.safetensors and the tokenizer sit at its top, so
@@ -30,7 +31,7 @@ from omegaconf import OmegaConf
 
 from pet_mtl.backbones.contract import Backbone
 from pet_mtl.backbones.loading import load_pretrained
-from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
+from pet_mtl.backbones.mlm import language_model, masked_lm_loss
 from pet_mtl.core.config import PRETRAIN_RANGES, InitConfig, PretrainConfig
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
@@ -43,7 +44,7 @@ from pet_mtl.data.corpus import (
     build_sources,
     competition_rows_to_skip,
 )
-from pet_mtl.data.packing import MaskedStream, Masking
+from pet_mtl.data.packing import CausalStream, MaskedStream, Masking
 from pet_mtl.training.loop import Loop
 from pet_mtl.training.optim import build_optimizer, warmup_linear
 from pet_mtl.training.plugins import Objective
@@ -79,7 +80,8 @@ def build_model(cfg: PretrainConfig):
         if OmegaConf.to_container(OmegaConf.structured(m.init)) != dataclasses.asdict(InitConfig()):
             raise ConfigError("model.init sets the shape of random weights, but model.path is given: continue "
                               "model.path (drop model.init.*), or start from random weights with model.path=null")
-        return load_pretrained(m.path, m.trust_pickle, tokenizer_dir=m.tokenizer, strict=m.strict)
+        return load_pretrained(m.path, m.trust_pickle, tokenizer_dir=m.tokenizer, strict=m.strict,
+                               kinds=("masked", "causal"))
     if m.tokenizer is None:
         raise ConfigError("give model.path=<masked LM directory> to continue it, or model.tokenizer=<tokenizer "
                           "directory> (with model.init.layers/hidden/heads...) to start from random weights")
@@ -138,11 +140,14 @@ class Pretrainer(Loop):
                 if d.exclude_validation else {})
         self.corpus = Corpus(build_sources(text, skip), cfg.seed, d.held_out_fraction, d.max_bad_fraction)
         self.skipped = {str(p): len(ids) for p, ids in skip.items()}
-        self.stream = MaskedStream(self.corpus.endless(), self.tokenizer, d.max_length, self.masking, cfg.seed)
+        self.backbone = Backbone(mlm, self.tokenizer)
+        self.causal = self.backbone.kind == "causal"  # next-token loss instead of masked tokens
+        #: what the held-out number is (metrics.json keeps the key `pseudo_perplexity` for both)
+        self.measure = "next-token perplexity" if self.causal else "masked-token pseudo-perplexity"
+        self.stream = self._stream(self.corpus.endless(), cfg.seed)
         self.eval_batches = self._eval_batches()
         self.model = mlm.to(self.device)
-        self.backbone = Backbone(self.model, self.tokenizer)
-        self.masked_lm = MaskedLM(self.backbone)
+        self.masked_lm = language_model(self.backbone)
         self.ddp = self.dist.wrap(self.masked_lm, self.device)
         self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay)
         self.scheduler = warmup_linear(self.optimizer, tr.max_steps, tr.warmup_ratio)
@@ -153,14 +158,18 @@ class Pretrainer(Loop):
         self.runlog = RunLog(self.out_dir, self.dist.is_main, tr.progress, tr.log_every, tensorboard=False,
                              name="pretrain", unit="tokens/s")
 
+    def _stream(self, docs, seed: int, segmenter=None) -> MaskedStream:
+        if self.causal:
+            return CausalStream(docs, self.tokenizer, self.cfg.data.max_length, seed)
+        return MaskedStream(docs, self.tokenizer, self.cfg.data.max_length, self.masking, seed, segmenter)
+
     def _eval_batches(self) -> dict[str, list[dict[str, torch.Tensor]]]:
         """Each text entry's held-out documents, packed and masked once with a fixed seed: the same masked tokens
         at every evaluation, so the numbers are comparable across steps and runs."""
         out = {}
         size = self.cfg.train.eval_batch_size
         for entry, docs in self.corpus.eval_slice_docs(self.cfg.data.eval_docs).items():
-            stream = MaskedStream(None, self.tokenizer, self.cfg.data.max_length, self.masking, self.cfg.seed + 1,
-                                  self.stream.segmenter)
+            stream = self._stream(None, self.cfg.seed + 1, self.stream.segmenter)
             rows = stream.sequences_of(docs) + stream.flush()
             if not rows:
                 raise ConfigError(f"text entry {entry}: no held-out documents (data.held_out_fraction="
@@ -172,8 +181,8 @@ class Pretrainer(Loop):
 
     @torch.no_grad()
     def perplexity(self) -> dict[str, Any]:
-        """Masked-token pseudo-perplexity per text entry: exp of the mean cross-entropy over the held-out slice's
-        masked tokens (one fixed masking; not Salazar et al.'s one-token-at-a-time PPPL, which costs a forward per
+        """Masked-token pseudo-perplexity per text entry (a causal LM: its true next-token perplexity, every token
+        predicted from those before it): exp of the mean cross-entropy over the held-out slice's masked tokens (one fixed masking; not Salazar et al.'s one-token-at-a-time PPPL, which costs a forward per
         token)."""
         self.model.eval()
         result, total_loss, total_n = {}, 0.0, 0
@@ -199,7 +208,7 @@ class Pretrainer(Loop):
                  "tokens_per_s": round(st.tokens / max(st.train_seconds, 1e-9), 1)}
         st.history.append(entry)
         st.losses = []
-        log.info("step %d | held-out pseudo-perplexity %.3f (%s)", st.step, result["pseudo_perplexity"],
+        log.info("step %d | held-out %s %.3f (%s)", st.step, self.measure, result["pseudo_perplexity"],
                  "; ".join(f"{e}: {r['pseudo_perplexity']:.3f}" for e, r in result["entries"].items()))
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -254,7 +263,8 @@ class Pretrainer(Loop):
         last = self.out_dir / "checkpoint-last"
         tensors, saved = self.read_checkpoint_last(last, " (a finished run keeps none unless "
                                                          "train.keep_checkpoint=true)")
-        _, weights = load_pretrained(last / "model", tokenizer_dir=last / "tokenizer", exact=True)
+        _, weights = load_pretrained(last / "model", tokenizer_dir=last / "tokenizer", exact=True,
+                                     kinds=("masked", "causal"))
         self.model.load_state_dict(weights.state_dict())
         self.restore_train_state(tensors, saved, last)
         self.corpus.restore(CorpusState.from_json(saved["corpus"]))
@@ -271,7 +281,8 @@ class Pretrainer(Loop):
         cfg, st = self.cfg, self.state
         first, last = (st.history[0], st.history[-1]) if st.history else (None, None)
         base = cfg.model.path or f"random weights ({OmegaConf.to_container(OmegaConf.structured(cfg.model.init))})"
-        lines = ["# Masked LM: continued pretraining with pet_mtl", "",
+        kind = "Causal LM" if self.causal else "Masked LM"
+        lines = [f"# {kind}: continued pretraining with pet_mtl", "",
                  f"- base: `{base}`", f"- status: {'finished' if finished else 'in progress'}, step {st.step} of "
                  f"{cfg.train.max_steps}, {st.tokens:,} tokens ({st.masked:,} masked), "
                  f"{round(self.wall_seconds() / 60, 1)} minutes",
@@ -285,14 +296,15 @@ class Pretrainer(Loop):
             lines += ["", "Rows never read (validation rows that `pet_mtl.train` scores on): "
                       + ", ".join(f"{Path(p).name} {n}" for p, n in self.skipped.items())]
         if first is not None:
-            lines += ["", f"## Held-out masked-token pseudo-perplexity ({cfg.data.held_out_fraction:g} of each file's "
+            lines += ["", f"## Held-out {self.measure} ({cfg.data.held_out_fraction:g} of each file's "
                       "lines, never trained on)", "", "| text | before (step 0) | latest (step "
                       f"{last['step']}) |", "|---|---|---|"]
             lines += [f"| {e} | {first['entries'][e]['pseudo_perplexity']:.3f} | {r['pseudo_perplexity']:.3f} |"
                       for e, r in last["entries"].items()]
             lines += [f"| all | {first['pseudo_perplexity']:.3f} | {last['pseudo_perplexity']:.3f} |"]
         lines += ["", "Use: `python -m pet_mtl.train model.path=<this folder>`, or "
-                  "`transformers.AutoModelForMaskedLM.from_pretrained(<this folder>)`.", ""]
+                  f"`transformers.{'AutoModelForCausalLM' if self.causal else 'AutoModelForMaskedLM'}"
+                  ".from_pretrained(<this folder>)`.", ""]
         return "\n".join(lines)
 
     # -- the loop's parts ----------------------------------------------------------------------
@@ -323,8 +335,10 @@ class Pretrainer(Loop):
                   for s in self.corpus.sources),
                 f"plan: {tr.max_steps} steps of {tr.batch_size * tr.grad_accum * self.dist.world} sequences x "
                 f"{self.cfg.data.max_length} tokens (batch {tr.batch_size} x accum {tr.grad_accum} x {self.dist.world} "
-                f"process(es)), masking {m.unit} units {m.prob:.0%} (n-grams up to {m.max_ngram}; {m.replace_mask:.0%} "
-                f"[MASK], {m.replace_random:.0%} random), lr {tr.lr:g}, on {self.device}"]
+                f"process(es)), " + ("next-token loss (a causal LM)" if self.causal else
+                                     f"masking {m.unit} units {m.prob:.0%} (n-grams up to {m.max_ngram}; "
+                                     f"{m.replace_mask:.0%} [MASK], {m.replace_random:.0%} random)")
+                + f", lr {tr.lr:g}, on {self.device}"]
 
     def before_first_step(self) -> None:
         if not self.state.history:  # the untrained model's score: where the run started

@@ -1,5 +1,6 @@
 """PET's auxiliary masked-LM loss (train.mlm_weight): an endless stream of masked unlabelled text, and the loss of
-the run's own masked LM on a batch of it, added to the label loss at every step."""
+the run's own masked LM on a batch of it, added to the label loss at every step. With a causal LM (method=causal)
+the loss is its own: the next token of the unlabelled text."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -8,12 +9,12 @@ from typing import Any
 import torch
 
 from pet_mtl.backbones.contract import Backbone
-from pet_mtl.backbones.mlm import MaskedLM, masked_lm_loss
+from pet_mtl.backbones.mlm import language_model, masked_lm_loss
 from pet_mtl.core.config import MaskingConfig as Masking
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.precision import autocast
 from pet_mtl.data.corpus import Corpus, CorpusState
-from pet_mtl.data.packing import MaskedStream
+from pet_mtl.data.packing import CausalStream, MaskedStream
 from pet_mtl.data.regimes import TaskData
 from pet_mtl.data.unlabelled import sources
 from pet_mtl.training.plugins import Algorithm
@@ -37,8 +38,12 @@ class AuxiliaryMLM(Algorithm):
                               "data.unlabelled.tnews=[a,b] for the competition's test files A and B")
         tr = cfg.train
         self.corpus = Corpus(files, cfg.seed, 0.0, 0.01)
-        self.stream = MaskedStream(self.corpus.endless(), tokenizer, cfg.model.max_length, Masking(), cfg.seed)
-        self.masked_lm = MaskedLM(Backbone(mlm, tokenizer))
+        backbone = Backbone(mlm, tokenizer, verify=False)  # the run's scorer has checked it
+        if backbone.kind == "causal":  # a causal LM's own objective: the next token of unlabelled text
+            self.stream = CausalStream(self.corpus.endless(), tokenizer, cfg.model.max_length, cfg.seed)
+        else:
+            self.stream = MaskedStream(self.corpus.endless(), tokenizer, cfg.model.max_length, Masking(), cfg.seed)
+        self.masked_lm = language_model(backbone)
         self.batch_size = tr.mlm_batch_size or tr.batch_size
         self.precision = tr.precision
         self.weight = tr.mlm_weight
