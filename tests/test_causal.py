@@ -220,3 +220,22 @@ def test_a_causal_lm_pretrains_on_next_tokens_and_the_auxiliary_loss_is_its_own(
                                "train.progress=false", "train.predict_splits=[]", "model.max_length=48"), tmp_path / "aux")
     trainer.fit()
     assert "mlm_loss" in trainer.state.history[-1]
+
+
+def test_the_gold_words_likelihood_joins_the_label_loss_for_methods_that_score_words():
+    from omegaconf import OmegaConf
+
+    from pet_mtl.training.losses import label_loss
+    from pet_mtl.training.objectives import build_objective
+
+    cfg = make_cfg("method=causal", "train.gold_word_weight=0.5")
+    objective = build_objective(cfg)
+    assert objective.describe() == "GoldWordLikelihood(CrossEntropy, weight=0.5)"
+    scores = torch.tensor([[-1.0, -2.0, -3.0], [-4.0, -0.5, -9.0]])
+    batch = {"labels": torch.tensor([0, 1])}
+    expected = label_loss(scores, batch["labels"]) + 0.5 * (1.0 + 0.5) / 2  # minus the gold words' scores, averaged
+    assert torch.allclose(objective.loss(scores, batch), expected)
+    rdrop = build_objective(make_cfg("method=causal", "train.gold_word_weight=0.5", "train.rdrop=1.0"))
+    assert rdrop.describe() == "RDrop(GoldWordLikelihood(CrossEntropy, weight=0.5), alpha=1)"
+    with pytest.raises(ConfigError, match="method=heads scores with classifiers, not words"):
+        build_objective(OmegaConf.merge(cfg, {"method": "heads"}))

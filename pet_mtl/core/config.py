@@ -112,6 +112,9 @@ class TrainConfig(OptimizerConfig):
     #: R-Drop weight alpha (0 = off): each batch also runs a second dropout pass, and alpha x the symmetric KL
     #: between the two passes' label distributions joins the loss (training costs about 2x)
     rdrop: float = 0.0
+    #: method=causal, pet, pet_cln: add this weight x the language-model loss of each row's gold label word (minus
+    #: its log-likelihood after the prompt or at the slot) to the label loss (0 = off)
+    gold_word_weight: float = 0.0
     #: decay of an exponential moving average of the weights (0 = off; e.g. 0.999 averages about the last 1,000
     #: steps): evaluation, checkpoints and predictions use the average, training steps the weights as without it,
     #: and the last evaluation also scores the trained weights (metrics.json `without_ema`), pet_mtl/training/algorithms/ema.py
@@ -373,7 +376,7 @@ OPTIMIZER_RANGES = {
     "train.warmup_ratio": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
 }
 TRAIN_RANGES = {
-    **OPTIMIZER_RANGES, "train.eval_batch_size": _at_least(1), "train.rdrop": _at_least(0),
+    **OPTIMIZER_RANGES, "train.eval_batch_size": _at_least(1), "train.rdrop": _at_least(0), "train.gold_word_weight": _at_least(0),
     "train.ema": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1) (0 = off)"),
     "train.mlm_weight": _at_least(0), "train.mlm_batch_size": _at_least(1, optional=True),
     "distill.temperature": _above(0), "distill.max_rows_per_task": _at_least(1, optional=True),
