@@ -4,7 +4,7 @@ method=causal and a causal LM, its likelihood of each label word after the promp
 `python benchmarks/zero_shot.py [hydra overrides]`, e.g. `data=fewclue model.path=../shared/models/zh-mini-mlm`,
 or `data=fewclue method=causal model.path=../shared/models/zh-mini-clm [patterns=causal_noprefix]`.
 It is the prior that method=pet starts from (method=heads starts from random classifiers): the reference point
-for the few-shot comparison in RESULTS.md. Prints per-task macro-F1 on the held-out set (few-shot) or validation set.
+for the few-shot comparison in RESULTS.md. Prints per-task macro-F1 on the held-out set (few-shot) or validation set, argmax and with contextual calibration.
 """
 from __future__ import annotations
 
@@ -20,11 +20,17 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from pet_mtl.backbones.loading import load_pretrained
 from pet_mtl.cli import CONF_DIR
+from pet_mtl.core.tasks import get_task
+from pet_mtl.data.readers import Example
 from pet_mtl.data.regimes import load_task_data
+from pet_mtl.inference import calibration
 from pet_mtl.inference.predictor import Predictor
 from pet_mtl.methods import build_scorer, get_method
 from pet_mtl.prompts import load_pattern_set
 from pet_mtl.training.trainer import method_patterns
+
+#: inputs that say nothing, whose label distribution contextual calibration flattens
+CONTENT_FREE = ["N/A", "无"]
 
 
 def main(overrides: list[str]) -> None:
@@ -39,9 +45,21 @@ def main(overrides: list[str]) -> None:
     featurizer, model = build_scorer(method, tokenizer, mlm, patterns, list(cfg.tasks), cfg.model.max_length)
     data = load_task_data(cfg)
     sets = {t: d.held_out if d.held_out else d.val for t, d in data.items()}
-    result = Predictor(featurizer, model).evaluate(sets)
+    predictor = Predictor(featurizer, model)
+    result = predictor.evaluate(sets)
+    # contextual calibration (Zhao et al. 2021): biases that make content-free inputs uniform over the labels
+    contextual = {}
+    for t, rows in sets.items():
+        task = get_task(t)
+        gold = torch.tensor([task.label_index(e.label) for e in rows])
+        free = [Example(t, f"cf{i}", {f: text for f in task.fields}, None) for i, text in enumerate(CONTENT_FREE)]
+        bias = calibration.contextual(predictor.scores(free))
+        preds = (predictor.scores(rows).log_softmax(-1) + bias).argmax(-1)
+        contextual[t] = calibration.macro_f1(preds, gold, task.num_labels)
+    contextual["mean"] = sum(contextual.values()) / len(sets)
     print(json.dumps({"scored_on": "held-out" if all(d.held_out for d in data.values()) else "val",
-                      "rows": {t: len(v) for t, v in sets.items()}, **result}, indent=1))
+                      "rows": {t: len(v) for t, v in sets.items()}, **result,
+                      "contextual_macro_f1": contextual}, indent=1))
 
 
 if __name__ == "__main__":
