@@ -39,7 +39,7 @@ def causal_dir(tmp_path_factory):
     def get(name: str) -> Path:
         if name not in built:
             extra = ["类别：体育", "：体育"] * 40 if name == "qwen2" else []  # a merge across the prompt's end
-            built[name] = zoo.build_causal(name, root / name, texts + extra)
+            built[name] = zoo.build(name, root / name, texts + extra)
         return built[name]
 
     return get

@@ -73,9 +73,9 @@ ARCHITECTURES: dict[str, tuple[Callable, Callable]] = {
 
 
 def build(name: str, directory: Path, texts: list[str], seed: int = 0) -> Path:
-    """The architecture's tiny random masked LM and its tokenizer, saved to `directory` (safetensors)."""
+    """The architecture's tiny random language model (masked or causal) and its tokenizer, saved to `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    make_tokenizer, make_model = ARCHITECTURES[name]
+    make_tokenizer, make_model = {**ARCHITECTURES, **CAUSAL_ARCHITECTURES}[name]
     make_tokenizer(directory, texts)
     tokenizer = tf.AutoTokenizer.from_pretrained(directory)
     with torch.random.fork_rng():
@@ -133,15 +133,3 @@ CAUSAL_ARCHITECTURES: dict[str, tuple[Callable, Callable]] = {
     "bert_decoder": (bert_tokenizer, lambda v, pad: tf.BertLMHeadModel(tf.BertConfig(
         vocab_size=v, pad_token_id=pad, is_decoder=True, **SIZE))),
 }
-
-
-def build_causal(name: str, directory: Path, texts: list[str], seed: int = 0) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    make_tokenizer, make_model = CAUSAL_ARCHITECTURES[name]
-    make_tokenizer(directory, texts)
-    tokenizer = tf.AutoTokenizer.from_pretrained(directory)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = make_model(len(tokenizer), tokenizer.pad_token_id)
-    model.save_pretrained(directory)
-    return directory
