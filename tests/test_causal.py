@@ -121,8 +121,11 @@ def test_the_candidates_one_pass_equals_one_forward_per_candidate(arch, causal_d
     for b, p in enumerate(prompts):
         ids[b, : len(p)], mask[b, : len(p)] = torch.tensor(p), 1
     candidates = torch.randint(20, 60, (3, 4, 3))
+    assert backbone.candidate_pass == "packed"  # every architecture here takes the 4D mask
     with torch.no_grad():
         ours = backbone.continuations(ids, mask, candidates)
+        backbone.candidate_pass = "cached"  # the fall-back: the prompt's key/value cache shared by the candidates
+        assert torch.allclose(backbone.continuations(ids, mask, candidates), ours, atol=1e-4)
         for b, p in enumerate(prompts):
             for m in range(4):
                 full = torch.tensor([p + candidates[b, m].tolist()])

@@ -131,6 +131,8 @@ class Backbone:
         base = getattr(model, "base_model", None)
         self.base = base if isinstance(base, nn.Module) and base is not model else None
         self.vocab_head = "narrowed" if self.base is not None else "full"
+        #: a causal LM's candidates: packed after the prompt behind a 4D mask, or over its repeated cache (verify)
+        self.candidate_pass = "packed"
         if self.base is not None:
             _hook_once(self.base)
         if verify:
@@ -167,20 +169,56 @@ class Backbone:
                       candidates: torch.Tensor) -> torch.Tensor:
         """[B, M, S] a causal LM's log-probability of each candidate's token at each of its positions, teacher
         forced after each row's prompt: input_ids [B, T] right-padded prompts, candidates [B, M, S] token ids.
+        One pass, never one forward per candidate: `packed` (the candidates' tokens after the prompts in the same
+        sequence, each seeing its prompt and its own earlier tokens through a 4D attention mask: the prompt plus
+        every candidate token once, the bound), or `cached` (the prompt's key/value cache repeated for the
+        candidates) for a model that refuses a 4D mask. `verify` picks, against one forward per candidate."""
+        if self.candidate_pass == "packed":
+            return self._packed(input_ids, attention_mask, candidates)
+        return self._cached(input_ids, attention_mask, candidates)
 
-        One pass over the prompts (left-aligned so every row's last token is at the end, positions counted from
-        each row's first real token), whose key/value cache the M candidates of a row then share: their first
-        token is scored from the prompt's last position, the rest in one batched pass of the candidates' tokens
-        (but the last) over the repeated cache. Equal to one forward of `prompt + candidate` per candidate
-        (tests/test_causal.py), for 1 + (S - 1) / T of a prompt's cost per candidate instead of 1.
-        """
+    def _packed(self, input_ids, attention_mask, candidates) -> torch.Tensor:
+        B, T = input_ids.shape
+        M, S = candidates.shape[1:]
+        W, dev = M * (S - 1), input_ids.device
+        lengths = attention_mask.sum(1)
+        ids = torch.cat([input_ids, candidates[:, :, :-1].reshape(B, W)], 1)
+        k = torch.arange(W, device=dev)
+        which, step = k // max(S - 1, 1), k % max(S - 1, 1)
+        real = attention_mask.bool()
+        mask = torch.zeros(B, T + W, T + W, dtype=torch.bool, device=dev)
+        mask[:, :T, :T] = torch.ones(T, T, dtype=torch.bool, device=dev).tril()[None] & real[:, None, :]
+        mask[:, T:, :T] = real[:, None, :]  # a candidate sees its row's prompt...
+        mask[:, T:, T:] = (which[:, None] == which[None, :]) & (step[:, None] >= step[None, :])  # ...and itself
+        mask |= torch.eye(T + W, dtype=torch.bool, device=dev)[None]  # padding sees itself: no empty softmax row
+        positions = torch.cat([(attention_mask.cumsum(1) - 1).clamp(min=0), lengths[:, None] + step[None]], 1)
+        # where each candidate token is predicted from: its first from the prompt's last token, the others from
+        # the candidate's own previous token
+        j = torch.arange(S, device=dev)
+        source = T + torch.arange(M, device=dev)[:, None] * (S - 1) + j[None] - 1  # [M, S]
+        source = torch.where(j[None] == 0, (lengths - 1)[:, None, None], source[None])  # [B, M, S]
+        inputs = dict(input_ids=ids, attention_mask=mask[:, None], position_ids=positions)
+        if self.vocab_head == "narrowed":
+            with _narrowed(self.base, at_positions(source.view(B, M * S))):
+                logits = self.model(**inputs).logits
+        else:
+            logits = self.model(**inputs).logits
+            logits = logits.gather(1, source.view(B, M * S, 1).expand(-1, -1, logits.size(-1)))
+        return logits.float().log_softmax(-1).gather(2, candidates.reshape(B, M * S, 1)).view(B, M, S)
+
+    def _cached(self, input_ids, attention_mask, candidates) -> torch.Tensor:
         B, T = input_ids.shape
         M, S = candidates.shape[1:]
         lengths = attention_mask.sum(1)
         align = (torch.arange(T, device=input_ids.device)[None] + lengths[:, None]) % T  # right- to left-padded
         ids, mask = input_ids.gather(1, align), attention_mask.gather(1, align)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                         use_cache=S > 1)
+        prompt = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                      use_cache=S > 1)
+        if self.vocab_head == "narrowed":  # the vocabulary head on the last position only: the rest only feed the cache
+            with _narrowed(self.base, lambda h: h[:, -1:]):
+                out = self.model(**prompt)
+        else:
+            out = self.model(**prompt)
         first = out.logits[:, -1].float().log_softmax(-1).gather(1, candidates[:, :, 0])  # [B, M]
         if S == 1:
             return first[..., None]
@@ -192,6 +230,35 @@ class Backbone:
         rest = self.model(input_ids=steps, attention_mask=mask, position_ids=positions, cache=cache).logits
         rest = rest.float().log_softmax(-1).gather(2, candidates[:, :, 1:].reshape(B * M, S - 1, 1))
         return torch.cat([first[..., None], rest.view(B, M, S - 1)], -1)
+
+    def _check_candidate_pass(self, device) -> None:
+        """The packed pass against one plain forward per candidate on a probe; a model that fails (or refuses a
+        4D mask) is scored through the cached pass, which is checked the same way."""
+        n = len(self.tokenizer)
+        g = torch.Generator().manual_seed(0)
+        prompts = torch.randint(0, n, (2, 6), generator=g).to(device)
+        mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2], device=device)
+        candidates = torch.randint(0, n, (2, 3, 2), generator=g).to(device)
+        naive = torch.empty(2, 3, 2)
+        for b in range(2):
+            for m in range(3):
+                seq = torch.cat([prompts[b, : int(mask[b].sum())], candidates[b, m]])[None]
+                logp = self.model(input_ids=seq).logits[0].float().log_softmax(-1)
+                naive[b, m] = torch.stack([logp[seq.size(1) - 3 + j, candidates[b, m, j]] for j in range(2)])
+        for mode in ("packed", "cached"):
+            self.candidate_pass = mode
+            try:
+                got = self.continuations(prompts, mask, candidates).cpu()
+            except Exception as e:  # a model that refuses a 4D attention mask or position ids
+                log.warning("%s: the %s candidate pass failed (%s); trying the next", type(self.model).__name__,
+                            mode, f"{type(e).__name__}: {str(e)[:120]}")
+                continue
+            if torch.allclose(got, naive, atol=1e-3 * float(naive.abs().max().clamp(min=1.0))):
+                return
+            log.warning("%s: the %s candidate pass differs from one forward per candidate; trying the next",
+                        type(self.model).__name__, mode)
+        raise ConfigError(f"{type(self.model).__name__}: neither candidate pass matches the model's own forward, so "
+                          "method=causal cannot score it exactly")
 
     def logits_at(self, positions: torch.Tensor, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """[B, S, V] vocabulary logits at positions [B, S]."""
@@ -263,5 +330,7 @@ class Backbone:
                                 "forward (max %.3g); scoring through the full forward instead (slower, exact)",
                                 type(self.model).__name__, diff)
                     self.vocab_head = "full"
+            if self.kind == "causal":
+                self._check_candidate_pass(device)
         finally:
             self.model.train(was_training)
