@@ -54,7 +54,8 @@ TNEWS = Pattern("tnews", "prefix", "新闻分类：{{ title }}。类别：{{ mas
                 {c: w for c, w in zip(TASKS["tnews"].labels, ["小故事", "文化", "娱乐", "体育", "财经", "房产", "汽车",
                                                               "教育", "科技", "军事", "旅游", "外", "股票", "农业",
                                                               ["游戏", "电竞"]])}, origin="prefix.j2")
-ROWS = [Example("tnews", "1", {"title": "他们在讨论比赛结果"}, None), Example("tnews", "2", {"title": "我很开心"}, None)]
+ROWS = [Example("tnews", "1", {"title": "他们在讨论比赛结果"}, None),
+        Example("tnews", "2", {"title": "我很开心"}, None)]
 
 
 def oracle(model_dir: Path, pattern: Pattern, example: Example) -> list[float]:
@@ -181,9 +182,10 @@ def test_the_workbench_previews_scores_and_checks_causal_patterns(causal_dir, sm
     from pet_mtl.patterns import main as workbench
 
     model = str(causal_dir("gpt2"))
-    assert workbench(["zero-shot", "--task", "tnews", "--model", model, "--data-dir", str(small_dir), "--rows", "15"]) == 0
+    data = ["--data-dir", str(small_dir)]
+    assert workbench(["zero-shot", "--tasks", "tnews", "--model", model, *data, "--rows", "15"]) == 0
     assert "| tnews | tnews/prefix |" in capsys.readouterr().out  # the causal set, as training uses it
-    assert workbench(["preview", "--task", "tnews", "--model", model, "--data-dir", str(small_dir), "-n", "1"]) == 0
+    assert workbench(["preview", "--task", "tnews", "--model", model, *data, "-n", "1"]) == 0
     out = capsys.readouterr().out
     assert "each label word's tokens continue it" in out and "103=体育[体 育]" in out
     assert workbench(["check", "--method", "causal", "causal", "causal_noprefix"]) == 0
@@ -220,7 +222,8 @@ def test_a_causal_lm_pretrains_on_next_tokens_and_the_auxiliary_loss_is_its_own(
     trainer = Trainer(make_cfg("method=causal", f"model.path={causal_dir(arch)}", f"data.dir={small_dir}",
                                "train.mlm_weight=0.5", "data.unlabelled.tnews=[a]", "train.max_steps=2",
                                "train.eval_every=2", "train.batch_size=4", "train.mlm_batch_size=4",
-                               "train.progress=false", "train.predict_splits=[]", "model.max_length=48"), tmp_path / "aux")
+                               "train.progress=false", "train.predict_splits=[]", "model.max_length=48"),
+                      tmp_path / "aux")
     trainer.fit()
     assert "mlm_loss" in trainer.state.history[-1]
 
