@@ -80,7 +80,7 @@ def test_help_and_cfg_job_show_the_config_tree(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "lr: 0.5" in p.stdout and "ocemotion/mood.j2" in p.stdout and "model:" in p.stdout
     h = run("pet_mtl.train", "--help", cwd=tmp_path)
-    assert h.returncode == 0 and "patterns: alt, default, ensemble" in h.stdout
+    assert h.returncode == 0 and "patterns: alt, causal, causal_noprefix, default, ensemble" in h.stdout
 
 
 def test_unknown_key_and_bad_type_are_rejected_before_training(tmp_path):

@@ -24,7 +24,9 @@ from pet_mtl.training.trainer import Trainer
 @pytest.fixture(scope="module")
 def trained(tiny_dir, synthetic_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    cfg = make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=3e-3", "train.epochs=12",
+    # 16 epochs: TNEWS's 15 labels on 135 rows are the last to be learnt; at 12 a random init can still be climbing
+    # (the tiny vocabulary, and so the init, changes whenever the shipped pattern library gains characters)
+    cfg = make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.lr=3e-3", "train.epochs=16",
                    "train.batch_size=16", "train.eval_every=40", "train.progress=false", "data.val_size=0.25",
                    "train.predict_splits=[]", "train.warmup_ratio=0.1")
     trainer = Trainer(cfg, run)
