@@ -64,23 +64,19 @@ def main() -> None:
         return [(ids[c, k, : lengths[c, k]].tolist()) for c in range(ids.size(0)) for k in range(ids.size(1))
                 if mask[c, k]]
 
-    def naive_batch(feats):
-        seqs = [list(f.input_ids) + w for f in feats for w in words_of(f)]
+    def padded(seqs):
         T = max(map(len, seqs))
         ids = torch.full((len(seqs), T), pad)
         att = torch.zeros(len(seqs), T, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)], att[i, : len(s)] = torch.tensor(s), 1
+        for i, seq in enumerate(seqs):
+            ids[i, : len(seq)], att[i, : len(seq)] = torch.tensor(seq), 1
         return ids, att
 
-    def bound_batch(feats):
-        seqs = [list(f.input_ids) + [t for w in words_of(f) for t in w] for f in feats]
-        T = max(map(len, seqs))
-        ids = torch.full((len(seqs), T), pad)
-        att = torch.zeros(len(seqs), T, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)], att[i, : len(s)] = torch.tensor(s), 1
-        return ids, att
+    def naive_batch(feats):  # one sequence per (row, word): prompt + word
+        return padded([list(f.input_ids) + w for f in feats for w in words_of(f)])
+
+    def bound_batch(feats):  # one sequence per row: prompt + every word's tokens once
+        return padded([list(f.input_ids) + [t for w in words_of(f) for t in w] for f in feats])
 
     collated = [collate(b, pad, 1) for b in batches]
     naive = [naive_batch(b) for b in batches]
