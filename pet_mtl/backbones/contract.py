@@ -192,19 +192,21 @@ class Backbone:
         mask[:, T:, T:] = (which[:, None] == which[None, :]) & (step[:, None] >= step[None, :])  # ...and itself
         mask |= torch.eye(T + W, dtype=torch.bool, device=dev)[None]  # padding sees itself: no empty softmax row
         positions = torch.cat([(attention_mask.cumsum(1) - 1).clamp(min=0), lengths[:, None] + step[None]], 1)
-        # where each candidate token is predicted from: its first from the prompt's last token, the others from
-        # the candidate's own previous token
-        j = torch.arange(S, device=dev)
-        source = T + torch.arange(M, device=dev)[:, None] * (S - 1) + j[None] - 1  # [M, S]
-        source = torch.where(j[None] == 0, (lengths - 1)[:, None, None], source[None])  # [B, M, S]
+        # the head runs once per predicting position: the prompt's last token (it predicts every candidate's first
+        # token) and each candidate token but the last (it predicts the next one)
+        heads = torch.cat([(lengths - 1)[:, None], T + k[None].expand(B, -1)], 1)  # [B, 1 + W]
         inputs = dict(input_ids=ids, attention_mask=mask[:, None], position_ids=positions)
         if self.vocab_head == "narrowed":
-            with _narrowed(self.base, at_positions(source.view(B, M * S))):
+            with _narrowed(self.base, at_positions(heads)):
                 logits = self.model(**inputs).logits
         else:
             logits = self.model(**inputs).logits
-            logits = logits.gather(1, source.view(B, M * S, 1).expand(-1, -1, logits.size(-1)))
-        return logits.float().log_softmax(-1).gather(2, candidates.reshape(B, M * S, 1)).view(B, M, S)
+            logits = logits.gather(1, heads[..., None].expand(-1, -1, logits.size(-1)))
+        logp = logits.float().log_softmax(-1)  # [B, 1 + W, V]
+        j = torch.arange(S, device=dev)
+        source = torch.where(j[None] == 0, 0, 1 + torch.arange(M, device=dev)[:, None] * (S - 1) + j[None] - 1)
+        flat = source.reshape(1, M * S) * logp.size(-1) + candidates.reshape(B, M * S)  # into [B, (1 + W) * V]
+        return logp.view(B, -1).gather(1, flat).view(B, M, S)
 
     def _cached(self, input_ids, attention_mask, candidates) -> torch.Tensor:
         B, T = input_ids.shape
