@@ -4,6 +4,7 @@ text; the candidates' one pass against one forward per candidate; train, reload,
 backbone; what is refused."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,24 @@ def test_the_gold_words_likelihood_joins_the_label_loss_for_methods_that_score_w
     assert rdrop.describe() == "RDrop(GoldWordLikelihood(CrossEntropy, weight=0.5), alpha=1)"
     with pytest.raises(ConfigError, match="method=heads scores with classifiers, not words"):
         build_objective(OmegaConf.merge(cfg, {"method": "heads"}))
+
+
+def test_a_causal_teacher_distils_into_a_masked_student_and_back(causal_dir, tiny_dir, small_dir, tmp_path):
+    """Distillation reads teachers through their checkpoints, whatever their kind: a method=causal run teaches a pet
+    student on a masked LM, and that student teaches a causal one; each student's soft labels are its teacher's."""
+    from pet_mtl.training.distillation import SOFT_LABELS
+
+    common = [f"data.dir={small_dir}", "tasks=[ocemotion]", "train.max_steps=2", "train.eval_every=0",
+              "train.batch_size=8", "train.progress=false", "train.predict_splits=[]", "train.calibrate=false",
+              "model.max_length=48", "data.unlabelled.ocemotion=[a]"]
+    teacher = tmp_path / "causal-teacher"
+    Trainer(make_cfg("method=causal", f"model.path={causal_dir('gpt2')}", *common), teacher).fit()
+    student = tmp_path / "pet-student"
+    Trainer(make_cfg("method=pet", f"model.path={tiny_dir}", *common, f"distill.teachers=[{teacher}]"), student).fit()
+    back = tmp_path / "causal-student"
+    Trainer(make_cfg("method=causal", f"model.path={causal_dir('gpt2')}", *common, f"distill.teachers=[{student}]"),
+            back).fit()
+    for run, by in ((student, teacher), (back, student)):
+        labels = json.loads((run / SOFT_LABELS).read_text())
+        assert labels["key"]["teachers"] == [str(by / "checkpoint-best")]
+        assert len(labels["probs"]["ocemotion"]) == 4  # the test file's rows
