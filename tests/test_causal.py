@@ -267,3 +267,29 @@ def test_a_causal_teacher_distils_into_a_masked_student_and_back(causal_dir, tin
         labels = json.loads((run / SOFT_LABELS).read_text())
         assert labels["key"]["teachers"] == [str(by / "checkpoint-best")]
         assert len(labels["probs"]["ocemotion"]) == 4  # the test file's rows
+
+
+def test_a_killed_causal_pretraining_resumes_to_the_weights_of_an_uninterrupted_run(causal_dir, tmp_path):
+    """SIGKILL wherever the run is, then train.resume=true: the next-token stream, the optimizer and the RNG resume
+    exactly, as for a masked LM (tests/test_pretrain.py)."""
+    import os
+    import subprocess
+
+    from helpers import run_and_kill
+    from safetensors.torch import load_file
+    from test_pretrain import corpus_lines, run_cmd
+
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(corpus_lines(600)) + "\n", encoding="utf-8")
+    model, env = causal_dir("bert_decoder"), {**os.environ, "HF_HUB_OFFLINE": "1"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(run_cmd(model, full, text), check=True, env=env, capture_output=True, timeout=300)
+    stopped = run_and_kill(run_cmd(model, killed, text), env,
+                           killed / "checkpoint-last" / "train_state" / "state.json")["progress"]["step"]
+    assert stopped < 40
+    p = subprocess.run(run_cmd(model, killed, text, "train.resume=true"), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "next-token perplexity" in (full / "pretrain.log").read_text()
