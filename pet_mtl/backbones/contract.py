@@ -106,6 +106,7 @@ VOCAB_HEADS = {
     "full": "the model's full forward (every position through the head), then the chosen positions",
 }
 
+
 def is_norm(module: nn.Module) -> bool:
     """A normalisation layer a condition (conditional LayerNorm) may shift: torch's LayerNorm, or an RMSNorm (Llama,
     Qwen: transformers defines one class per model, all named ...RMSNorm, all with a `weight` of the hidden size)."""
