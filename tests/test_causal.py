@@ -293,3 +293,33 @@ def test_a_killed_causal_pretraining_resumes_to_the_weights_of_an_uninterrupted_
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert "next-token perplexity" in (full / "pretrain.log").read_text()
+
+
+def test_ipet_takes_pseudo_labels_from_a_causal_generation(causal_dir, small_dir, tmp_path, caplog):
+    """iPET's generation step, as `pet_mtl.ipet` runs it, with method=causal models: the first generation's label
+    log-probabilities of the unlabelled rows (its checkpoint read like any other), label-balanced pseudo-labels, and
+    a second causal generation that trains on them."""
+    from pet_mtl.data.regimes import load_task_data
+    from pet_mtl.ipet import pseudo_labels
+    from pet_mtl.training.distillation import unlabelled_examples
+
+    common = ["method=causal", f"model.path={causal_dir('qwen2')}", f"data.dir={small_dir}", "tasks=[ocemotion]",
+              "train.max_steps=2", "train.eval_every=0", "train.batch_size=8", "train.progress=false",
+              "train.predict_splits=[]", "train.calibrate=false", "model.max_length=48",
+              f"data.unlabelled.ocemotion=[a,{small_dir / 'OCEMOTION_train.csv'}]"]
+    gen0 = tmp_path / "gen0"
+    Trainer(make_cfg(*common), gen0).fit()
+    cfg = make_cfg(*common)
+    examples = unlabelled_examples(cfg, load_task_data(cfg))
+    files = pseudo_labels(tmp_path / "gen1", examples, {"ocemotion": 14}, [gen0], cfg, 0)
+    rows = [json.loads(line) for line in Path(files["ocemotion"]).read_text(encoding="utf-8").splitlines()]
+    scores = json.loads((gen0 / "unlabelled_scores.json").read_text())["scores"]["ocemotion"]
+    assert len(scores) == len(examples["ocemotion"]) > 14 and all(len(s) == 7 for s in scores) and rows
+    for r in rows:  # each pseudo-label is the causal model's own best label for that row
+        i = [ex.id for ex in examples["ocemotion"]].index(r["id"])
+        assert TASKS["ocemotion"].labels[max(range(7), key=scores[i].__getitem__)] == r["label"]
+    gen1 = tmp_path / "gen1"
+    with caplog.at_level("INFO", logger="pet_mtl"):
+        Trainer(make_cfg(*common, f"data.pseudo_labelled.ocemotion={files['ocemotion']}"), gen1).fit()
+    assert f"ocemotion: {len(rows)} pseudo-labelled rows from {files['ocemotion']}" in caplog.text
+    assert json.loads((gen1 / "metrics.json").read_text())["finished"]
