@@ -63,6 +63,74 @@ def test_a_template_that_could_explode_is_refused_at_load_with_path_and_line(sou
     assert e.value.path == "shared/evil.j2" and e.value.line == line and needle in str(e.value), str(e.value)
 
 
+# round three: constructs the first budget did not see; each is refused at load (the stand-in row) within memory
+BIG = " ~ ".join(["(title * 1900)"] * 4)  # each piece under the per-step budget, together 4x over it
+ROUND_THREE = [
+    ("{{ mask }}{{ title.ljust(10000) }}", 1, ".ljust() is not allowed in patterns"),
+    ("{{ mask }}{{ title.center(9999 * 9999) }}", 1, ".center() is not allowed in patterns"),
+    ("{{ mask }}\n{{ title.zfill(10000) }}", 2, ".zfill() is not allowed in patterns"),
+    ("{{ mask }}{{ '{:>9999}'.format(title) }}", 1, ".format() is not allowed in patterns"),
+    ("{{ mask }}{{ title.encode('rot13') }}", 1, ".encode() is not allowed in patterns"),
+    ("{{ mask }}{{ '%9999s' % title }}", 1, "`%` on text (printf formatting) is refused"),
+    ("{{ mask }}{{ title * (9999 * 9999) }}", 1, "would produce"),
+    ("{{ mask }}{{ 9999 * 9999 * 9999 * 9999 }}", 1, "makes a number larger than 1,000,000,000,000"),
+    ("{{ mask }}{{ " + BIG + " }}", 1, "over the budget of 1,000,000"),
+    ("{{ mask }}" + "{{ title * 1900 }}" * 4, 1, "over the budget of 1,000,000"),
+    ("{{ mask }}{{ title.replace('', 'x' * 5000) }}", 1, ".replace() would produce"),
+    ("{{ mask }}{{ ('x' * 5000).join(title) }}", 1, ".join() would produce"),
+    ("{{ mask }}{{ (title | list) * 9999 }}", 1, "list * 9999 would produce"),
+    ("{{ mask }}{% with a = title ~ title %}{% with b = a ~ a %}{{ b ~ b }}{% endwith %}{% endwith %}", 1,
+     "`with` is refused"),
+    ("{{ mask }}\n{% block b %}{{ title }}{{ self.b() }}{{ self.b() }}{% endblock %}", 2, "blocks are refused"),
+    ("{{ mask }}{% filter wordwrap(3) %}{{ title }}{% endfilter %}", 1, "filter 'wordwrap' is not allowed"),
+    ("{{ mask }}{{ title | join(' ') | center(9999 * 9999) }}", 1, "filter center would produce"),
+    ("{{ mask }}{{ " + "(" * 3000 + "title" + ")" * 3000 + " }}", None, "nest too deeply"),
+    ("{{ mask }}" + "x" * 200_000, None, "the template has 200,010 characters"),
+]
+
+
+@pytest.mark.parametrize("source,line,needle", ROUND_THREE, ids=range(len(ROUND_THREE)))
+def test_round_three_constructs_cannot_pass_the_budget(source, line, needle):
+    """The budget holds by construction: only an expression tree is allowed, and every step that creates text or
+    numbers (arithmetic, `~`, filters, methods) is checked before it runs or charged to the row's total."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(PatternError) as e:
+            tnews(source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak:,} bytes: the template ran before it was refused"
+    assert e.value.path == "shared/evil.j2" and e.value.line == line and needle in str(e.value), str(e.value)
+
+
+def test_the_time_budget_stops_a_slow_render(monkeypatch):
+    from pet_mtl.prompts import sandbox
+
+    pattern = tnews("{{ mask }}{{ title ~ title }}")
+    monkeypatch.setattr(sandbox, "MAX_RENDER_SECONDS", -1.0)  # every charged step is then past the deadline
+    with pytest.raises(PatternError, match=r"refused by the sandbox: the render took more than -1 s"):
+        pattern.render(Example("tnews", "1", {"title": "短"}, None))
+
+
+def test_a_template_that_fails_on_one_row_names_the_row_and_the_line(tiny):
+    tok, _ = tiny
+    pattern = tnews("{{ mask }}\n{{ 100 // (title | length - 8) }}")  # the 3 marker characters count: 5 chars fail
+    featurizer = ClozeFeaturizer(tok, {"tnews": [pattern]}, 128)
+    featurizer.encode([Example("tnews", "1", {"title": "短标题"}, "102", "data/TNEWS_a.csv:1")])
+    with pytest.raises(PatternError) as e:
+        featurizer.encode([Example("tnews", "x7", {"title": "五个字符啊"}, "102", "data/TNEWS_a.csv:7")])
+    assert str(e.value) == ("shared/evil.j2:2: cannot render row x7 (data/TNEWS_a.csv:7): ZeroDivisionError: "
+                            "integer division or modulo by zero")
+
+
+def test_what_patterns_may_still_do():
+    p = tnews("{{ title | upper }}{{ '：' if title.count('？') else '，' }}{{ 7 % 3 }}{{ (title ~ '。') * 2 }}"
+              "{{ mask }}")
+    text = p.render(Example("tnews", "1", {"title": "ok，很好？"}, None)).text("[MASK]", 1)
+    assert text == "OK，很好？：1ok，很好？。ok，很好？。[MASK]", text
+
+
 def test_the_budget_is_enforced_on_every_row(tiny):
     tok, _ = tiny
     pattern = tnews("{{ mask }}{{ title * 1000 }}")  # the 512-character stand-in makes 512,000: it loads

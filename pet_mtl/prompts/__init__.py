@@ -8,13 +8,17 @@ are compiled in Jinja's immutable sandbox with no globals, no loader (so no incl
 undefined variables as errors, and are validated when loaded (parses, only the task's fields, exactly one
 slot, a word for every label), so a broken pattern fails before any model is built.
 
-Templates also get a budget, so a shared pattern cannot hang a run or exhaust memory. What could make rendering
-cost more than linear time or memory is refused at load, with the reason: loops, macros and call blocks (nested
-loops and self-calling macros are exponential), `set` (doubling a variable 30 times is 2^30 characters), `**`
-and integer literals above MAX_INT, and filters outside ALLOWED_FILTERS. What remains is a fixed expression tree,
-and the operations in it that can multiply text (`*` on a string, `replace`, `join`, `center`, `indent`) are
-checked before they run: no single render may produce more than MAX_RENDER_CHARS characters, which is also checked
-on the whole output of every row and on a realistic stand-in row at load.
+Templates also get a budget, so a shared pattern (or one inside a checkpoint) cannot hang a run or exhaust
+memory, and it holds by construction rather than by listing dangerous constructs: a template may use only output,
+fields, constants, `if`, filters, tests, arithmetic and SAFE_METHODS (string methods whose output is no larger than
+their input, e.g. strip, split, replace); anything else (loops, macros, `set`, `with`, blocks, imports, `**`, other
+methods such as ljust or format, integer literals above MAX_INT, unknown filters) is refused at load with the line
+and the reason. What remains is an expression tree evaluated once, and every step in it that creates text or numbers
+(arithmetic, `~`, filters, method calls) is checked before it runs where its size is known in advance (`'x' * n`,
+replace, join, center) and charged to the row's budget after: no row's values together, nor its output, may exceed
+MAX_RENDER_CHARS characters, no number MAX_NUMBER, no render MAX_RENDER_SECONDS; `%` on text (printf widths) is
+refused. A template that fails on one row (a division by zero, a failed .index) is one line naming the template
+line and the row. A realistic stand-in row is rendered at load, so most templates that multiply text fail there.
 
 Rendering keeps track of what came from the example's fields and what is pattern text, so truncation can
 shorten the fields and never the pattern or the slot (see methods/features.py). It does so by wrapping each field

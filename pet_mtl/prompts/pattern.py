@@ -13,7 +13,7 @@ from jinja2.sandbox import SecurityError
 from pet_mtl.core.errors import DataError, PatternError
 from pet_mtl.core.tasks import Task, get_task
 from pet_mtl.data.readers import Example
-from pet_mtl.prompts.sandbox import ENV, check_budget, check_size, error_line
+from pet_mtl.prompts.sandbox import ENV, MAX_TEMPLATE_CHARS, check_budget, error_line, render_bounded
 
 MAX_SLOT = 16
 _MARKER_BLOCK = 0x200  # slot, field open/close, then one code point per field from +0x100
@@ -90,6 +90,8 @@ class Rendered:
 class _Mask:
     """What `mask` is inside a template: prints as the slot, or `mask(n)` for an explicit length."""
 
+    pattern_callable = True  # the one object a template may call besides string methods (sandbox.py)
+
     def __init__(self, slot: str):
         self._slot = slot
 
@@ -123,10 +125,15 @@ class Pattern:
     def __post_init__(self) -> None:
         task = get_task(self.task)
         origin = self.origin or self.name
+        if len(self.source) > MAX_TEMPLATE_CHARS:
+            raise PatternError(origin, None, f"the template has {len(self.source):,} characters; patterns are short "
+                               f"(at most {MAX_TEMPLATE_CHARS:,})")
         try:
             ast = ENV.parse(self.source, name=self.name, filename=origin)
         except TemplateSyntaxError as e:
             raise PatternError(origin, e.lineno, f"template does not parse: {e.message}") from None
+        except RecursionError:
+            raise PatternError(origin, None, "template does not parse: its expressions nest too deeply") from None
         check_budget(ast, origin)
         allowed = set(task.fields) | {"mask", "sep"}
         unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
@@ -182,13 +189,17 @@ class Pattern:
         task = get_task(self.task)
         mk = _free_markers(example)
         ctx = {f: f"{mk.open}{mk.field(i)}{example.fields[f]}{mk.close}" for i, f in enumerate(task.fields)}
+        row = f"row {example.id}" + (f" ({example.source})" if example.source else "")
         try:
-            out = self._template.render(mask=_Mask(mk.slot), sep=mk.sep, **ctx)
-            check_size("the template", len(out))
+            out = render_bounded(self._template, mask=_Mask(mk.slot), sep=mk.sep, **ctx)
         except SecurityError as e:
             raise PatternError(origin, error_line(e, origin), f"refused by the sandbox: {e}") from None
         except TemplateError as e:
-            raise PatternError(origin, error_line(e, origin), f"cannot render: {e}") from None
+            raise PatternError(origin, error_line(e, origin), f"cannot render {row}: {e}") from None
+        except (ArithmeticError, LookupError, ValueError, TypeError, RecursionError, MemoryError) as e:
+            # a template that fails on some rows only (a division by zero, a failed .index): the row and the line
+            raise PatternError(origin, error_line(e, origin), f"cannot render {row}: {type(e).__name__}: "
+                               f"{str(e)[:200]}") from None
         segments: list[Segment] = []
         declared: list[int | None] = []
         pos = 0
