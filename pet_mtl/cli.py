@@ -90,4 +90,9 @@ def register_user_pattern_sets(argv: list[str]) -> None:
         except PetMtlError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        if not isinstance(node, dict) or not all(isinstance(k, str) for k in node):
+            print(f"error: {path}: a pattern set is a mapping task -> [templates] (e.g. tnews: [tnews/topic.j2]); "
+                  f"this file holds {type(node).__name__ if not isinstance(node, dict) else 'a key that is not text'}",
+                  file=sys.stderr)
+            sys.exit(2)
         ConfigStore.instance().store(group="patterns", name=name, node=node)

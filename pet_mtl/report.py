@@ -17,9 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from pet_mtl.core.errors import ConfigError
+from pet_mtl.core.io import read_yaml
 from pet_mtl.core.tasks import get_task
 
 
@@ -47,16 +46,25 @@ def read_run(metrics: Path) -> Run | None:
     overrides = metrics.parent / ".hydra" / "overrides.yaml"
     params = {}
     if overrides.is_file():
-        for item in yaml.safe_load(overrides.read_text(encoding="utf-8")) or []:
+        items = read_yaml(overrides) or []
+        if not isinstance(items, list):
+            raise ConfigError(f"{overrides}: not a Hydra overrides file (expected a list of key=value)")
+        for item in items:
             key, _, value = str(item).lstrip("+~").partition("=")
             params[key] = canonical(value)
     params.setdefault("method", doc.get("method", "pet"))
     params.setdefault("seed", str(doc.get("seed", "")))
     held_out = doc.get("held_out") or doc.get("test")  # "test": runs written before the rename to held_out
     result, scored_on = (held_out, "held-out") if held_out else (doc["best"], "val")
-    return Run(metrics.parent, params, scored_on, {t: s["macro_f1"] for t, s in result["tasks"].items()},
-               result["score"], doc.get("wall_seconds", float("nan")),
-               {t: {code: c["f1"] for code, c in s.get("per_class", {}).items()} for t, s in result["tasks"].items()})
+    try:
+        run = Run(metrics.parent, params, scored_on, {t: float(s["macro_f1"]) for t, s in result["tasks"].items()},
+                  float(result["score"]), float(doc.get("wall_seconds", float("nan"))),
+                  {t: {code: float(c["f1"]) for code, c in s.get("per_class", {}).items()}
+                   for t, s in result["tasks"].items()})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{metrics}: not a pet_mtl metrics.json ({scored_on} result: {type(e).__name__}: "
+                          f"{str(e)[:100]})") from None
+    return run
 
 
 def canonical(value: str) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import transformers
 from transformers import (
@@ -45,6 +46,53 @@ def refuse_pickles(directory: Path, trust_pickle: bool) -> None:
 
 #: weights a pretraining checkpoint may hold that a masked LM does not use (next-sentence head, pooler)
 UNUSED_PRETRAINING_WEIGHTS = (".seq_relationship.", "pooler.")
+
+
+def stored_parameters(path: Path) -> int | None:
+    """The number of weights the folder's safetensors files hold, from their headers alone (no tensor is read);
+    None when it has none (a trusted pickle)."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                size = int.from_bytes(fh.read(8), "little")
+                if size > 100_000_000:
+                    raise ValueError(f"a header of {size:,} bytes")
+                header = json.loads(fh.read(size))
+            total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise CheckpointError(f, None, f"not a readable safetensors file ({type(e).__name__}: {str(e)[:120]})") \
+                from None
+    return total
+
+
+def check_config_against_weights(path: Path, config: Any) -> None:
+    """Refuse a config.json that describes a larger model than the weights beside it hold, before anything is
+    built from it: a config is untrusted input, and one that asks for a million layers (or a vocabulary of a
+    billion) would allocate them all before any weight is compared. The bound is a floor every architecture meets:
+    its embeddings, and per stored layer (ALBERT stores its groups) two hidden x hidden attention projections and,
+    where the config gives an intermediate size, the two MLP projections."""
+    stored = stored_parameters(path)
+    if stored is None:
+        return
+    size = {}
+    for key in ("hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size", "embedding_size",
+                "num_hidden_groups"):
+        value = getattr(config, key, None)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise CheckpointError(path / "config.json", None, f"{key}={value!r}: expected a non-negative integer")
+        size[key] = value or 0
+    hidden, layers = size["hidden_size"], size["num_hidden_groups"] or size["num_hidden_layers"]
+    floor = size["vocab_size"] * (size["embedding_size"] or hidden)
+    floor += layers * (2 * hidden * hidden + 2 * hidden * size["intermediate_size"])
+    if floor > 1.05 * stored + 1_000_000:
+        raise CheckpointError(path / "config.json", None, f"describes a model of at least {floor:,} weights "
+                              f"({size['num_hidden_layers']:,} layers, hidden {hidden:,}, vocabulary "
+                              f"{size['vocab_size']:,}) but the weights beside it hold {stored:,}; config.json and "
+                              "the weights are not a pair")
 
 
 def _first_line(e: BaseException) -> str:
@@ -108,6 +156,7 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as e:  # a config.json that does not parse, an unknown model_type
         raise CheckpointError(path / "config.json", None, f"cannot read the model's config: {_first_line(e)}") from None
+    check_config_against_weights(path, config)
     found = kind or model_kind(config)
     if found not in KIND_USES:
         raise ConfigError(f"model.kind={kind!r}: expected masked or causal (or null: from config.json)")

@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: the longest message an error shows: an input with 100,000 bad labels is told so in one line, not listed
+MAX_MESSAGE_CHARS = 2_000
+
 
 class PetMtlError(Exception):
     """Base class: anything the user can fix by changing input, config or files."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if len(text) <= MAX_MESSAGE_CHARS:
+            return text
+        return f"{text[:MAX_MESSAGE_CHARS]}... ({len(text) - MAX_MESSAGE_CHARS:,} more characters)"
 
 
 class LocatedError(PetMtlError):

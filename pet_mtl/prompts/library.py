@@ -5,36 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
 from pet_mtl.core.errors import ConfigError, PatternError
+from pet_mtl.core.io import StrictYamlLoader
+from pet_mtl.core.io import read_yaml as read_strict_yaml
 from pet_mtl.core.resources import PATTERNS_ROOT
 from pet_mtl.core.tasks import Task, get_task
 from pet_mtl.prompts.pattern import Pattern, PatternSpec
 
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error instead of "the last wins"."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+UniqueKeyLoader = StrictYamlLoader  # the name the workbench and older code import
 
 
 def read_yaml(path: Path) -> Any:
-    """A YAML file of a pattern library (verbalizers, pattern sets): safe, a key given twice is an error, and any
-    error is one PatternError with the file and line."""
-    try:
-        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise PatternError(path, None if line is None else line + 1, f"not valid YAML: {e}") from None
+    """A YAML file of a pattern library (verbalizers, pattern sets): strict (core.io.read_yaml), any error one
+    PatternError with the file and line."""
+    return read_strict_yaml(path, PatternError)
 
 
 def user_set_files(roots: Sequence[Path]) -> dict[str, Path]:

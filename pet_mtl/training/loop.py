@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import OmegaConf
 
-from pet_mtl.core.errors import ConfigError, TrainingError
+from pet_mtl.core.errors import CheckpointError, ConfigError, TrainingError
+from pet_mtl.core.io import read_yaml
 from pet_mtl.core.precision import autocast
 from pet_mtl.core.validate import check_resume
 from pet_mtl.training.state import load_train_state, optimizer_from_flat, train_state_tensors
@@ -159,8 +159,10 @@ class Loop:
         `missing`: what to tell a user whose run has no checkpoint-last."""
         if not last.is_dir():
             raise ConfigError(f"train.resume=true but {last} does not exist{missing}")
-        check_resume(yaml.safe_load((last / "config.yaml").read_text(encoding="utf-8")),
-                     OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
+        saved = read_yaml(last / "config.yaml", CheckpointError)
+        if not isinstance(saved, dict):
+            raise CheckpointError(last / "config.yaml", None, "not the run's saved config (expected a mapping)")
+        check_resume(saved, OmegaConf.to_container(self.cfg, resolve=True), list(self.cfg.train.resume_changes),
                      str(last / "config.yaml"))
         return load_train_state(last)
 

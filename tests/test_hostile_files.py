@@ -1,0 +1,185 @@
+"""Hostile files and faults, round three: YAML and configs that would exhaust memory, a checkpoint swap killed at
+every point, NaN and infinity on their way to a submission, ids that only one reader could read. Each case ends
+in one line naming the file, or in a complete copy on disk; never a hang, a raw traceback or a wrong output."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from helpers import make_cfg
+
+from pet_mtl.core.errors import CheckpointError, ConfigError, LocatedError, PatternError
+from pet_mtl.core.io import read_yaml, remove_leftovers
+from pet_mtl.training.trainer import Trainer
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8))
+
+
+def bounded(fn):
+    """Run fn under tracemalloc; its peak must stay small: refused before anything was expanded."""
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 30_000_000, f"{peak:,} bytes"
+
+
+# ---------------------------------------------------------------- YAML: aliases, keys, size
+
+
+def test_yaml_aliases_are_refused_with_the_file_and_line(tmp_path):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(LAUGHS, encoding="utf-8")
+    with pytest.raises(LocatedError) as e:
+        bounded(lambda: read_yaml(path))
+    assert str(e.value).startswith(f"{path}:2: not valid YAML: alias *a refused"), str(e.value)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("a: 1\na: 2\n", ":2: not valid YAML: key 'a' appears twice"),
+    ("? [a, b]\n: 1\n", ":1: not valid YAML: a key must be a scalar"),
+    ("a: [1, 2\n", "not valid YAML"),
+    ("x: " + "y" * 1_100_000 + "\n", "larger than 1,000,000 bytes"),
+])
+def test_yaml_that_is_not_what_we_read_is_one_line(tmp_path, text, needle):
+    path = tmp_path / "f.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(LocatedError, match=None) as e:
+        read_yaml(path)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("text,needle", [
+    (LAUGHS, "alias *a refused"),
+    ("- tnews/topic.j2\n", "a pattern set is a mapping task -> [templates]"),
+    ("? [tnews]\n: [tnews/topic.j2]\n", "a key must be a scalar"),
+])
+def test_a_user_pattern_set_file_is_checked_before_hydra_sees_it(tmp_path, capsys, text, needle):
+    """A set under a user root is read at start-up even when another set is selected: an alias bomb there would
+    hang every run; now it is one line naming the file."""
+    from pet_mtl.cli import register_user_pattern_sets
+
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "bomb.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        bounded(lambda: register_user_pattern_sets([f"pattern_roots=[{tmp_path}]"]))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{tmp_path / 'sets' / 'bomb.yaml'}" in err and needle in err, err
+    assert err.count("\n") == 1
+
+
+def test_a_resume_reads_the_saved_config_strictly(trained_run, tiny_dir, synthetic_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    args = [f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6", "train.eval_every=3",
+            "train.batch_size=8", "train.progress=false", "train.predict_splits=[]", "train.resume=true"]
+    saved = run / "checkpoint-last" / "config.yaml"
+    saved.write_text(LAUGHS, encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"checkpoint-last/config.yaml:2: not valid YAML: alias \*a refused"):
+        bounded(lambda: Trainer(make_cfg(*args), run).fit())
+    for text, needle in (("{{{ not yaml", "not valid YAML"), ("- a\n- b\n", "not the run's saved config")):
+        saved.write_text(text, encoding="utf-8")
+        with pytest.raises(CheckpointError, match=needle):
+            Trainer(make_cfg(*args), run).fit()
+
+
+def test_the_report_reads_overrides_and_metrics_strictly(trained_run, tmp_path):
+    from pet_mtl.report import read_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("checkpoint-*"))
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "overrides.yaml").write_text(LAUGHS, encoding="utf-8")
+    with pytest.raises(LocatedError, match=r"overrides.yaml:2: not valid YAML: alias \*a refused"):
+        bounded(lambda: read_run(run / "metrics.json"))
+    (run / ".hydra" / "overrides.yaml").write_text("a: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a Hydra overrides file"):
+        read_run(run / "metrics.json")
+    (run / ".hydra" / "overrides.yaml").unlink()
+    doc = json.loads((run / "metrics.json").read_text())
+    for broken in ({**doc, "best": []}, {**doc, "best": {"tasks": {"tnews": 3}, "score": 0.1}},
+                   {**doc, "held_out": {"score": "x"}}):
+        (run / "metrics.json").write_text(json.dumps(broken), encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"metrics.json: not a pet_mtl metrics.json"):
+            read_run(run / "metrics.json")
+
+
+# ---------------------------------------------------------------- configs checked before a model is built
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"num_hidden_layers": 1_000_000}, "1,000,000 layers"),
+    ({"vocab_size": 10**9}, "vocabulary 1,000,000,000"),
+    ({"intermediate_size": 10**9}, "describes a model of at least"),
+    ({"num_hidden_layers": "many"}, "Validation error for field 'num_hidden_layers'"),
+])
+def test_a_config_json_larger_than_its_weights_is_refused_before_it_is_built(tiny_dir, tmp_path, change, needle):
+    from pet_mtl.backbones.loading import load_pretrained
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    with pytest.raises(CheckpointError) as e:
+        bounded(lambda: load_pretrained(folder))
+    assert str(e.value).startswith(f"{folder / 'config.json'}: ") and needle in str(e.value), str(e.value)
+
+
+def test_a_verbalizer_with_80000_unknown_labels_is_a_short_line(tmp_path):
+    from pet_mtl.prompts import PatternSpec, load_pattern
+
+    (tmp_path / "tnews").mkdir()
+    (tmp_path / "tnews" / "t.j2").write_text("{{ title }}{{ mask }}", encoding="utf-8")
+    words = "\n".join(f" {i}: w" for i in range(80_000))  # under the 1 MB YAML limit
+    (tmp_path / "tnews" / "verbalizers.yaml").write_text(f"default:\n{words}\n", encoding="utf-8")
+    with pytest.raises(PatternError) as e:
+        load_pattern("tnews", PatternSpec("tnews/t.j2"), tmp_path)
+    assert len(str(e.value)) < 2_100 and "more characters)" in str(e.value) and "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------- the checkpoint swap, killed at every point
+
+SWAP = """
+import os, sys
+from pathlib import Path
+from pet_mtl.core import io
+calls, stop = [0], int(sys.argv[2])
+real = os.replace
+def replace(a, b):
+    if calls[0] == stop:
+        os._exit(9)  # a SIGKILL: no cleanup runs
+    calls[0] += 1
+    real(a, b)
+io.os.replace = replace
+def write(tmp):
+    (tmp / "weights").write_text("new", encoding="utf-8")
+    if stop == -1:
+        os._exit(9)  # killed while writing
+io.atomic_dir(Path(sys.argv[1]), write)
+"""
+
+
+@pytest.mark.parametrize("stop", [-1, 0, 1, 2, 3])
+def test_a_swap_killed_anywhere_leaves_a_complete_copy_that_the_next_start_keeps(tmp_path, stop):
+    """atomic_dir's three renames (new copy complete, old one aside, new one in place), a kill before each and
+    after the last (stop=-1: while writing): the next start's remove_leftovers finds a complete copy in place and
+    nothing else; the copy is the old one until the new one is complete, then either."""
+    target = tmp_path / "checkpoint-last"
+    target.mkdir()
+    (target / "weights").write_text("old", encoding="utf-8")
+    p = subprocess.run([sys.executable, "-c", SWAP, str(target), str(stop)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert p.returncode == (9 if stop != 3 else 0), p.stderr
+    remove_leftovers(target)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["checkpoint-last"]
+    content = (target / "weights").read_text()
+    assert content == ("old" if stop in (-1, 0) else "new") if stop != 1 else content in ("old", "new")
