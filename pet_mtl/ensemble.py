@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from pet_mtl.core.errors import DataError, PetMtlError
-from pet_mtl.core.io import atomic_dir
+from pet_mtl.core.io import atomic_dir, json_line
 from pet_mtl.core.tasks import TASKS, get_task
 from pet_mtl.inference.submission import (
     SCORES_META,
@@ -50,6 +51,8 @@ def score_rows(path: Path, task: str) -> Iterator[tuple[int, str, list[float]]]:
             try:
                 obj = json.loads(raw.decode("utf-8"))
                 row = [float(obj["log_probs"][code]) for code in labels]
+                if any(math.isnan(v) or v == math.inf for v in row):
+                    raise ValueError(f"a log-probability that is not a number or +infinity: {row}"[:200])
                 if not isinstance(obj["id"], str):
                     raise TypeError(f"id {obj['id']!r} is not a string")
             except (ValueError, KeyError, TypeError) as e:
@@ -82,8 +85,8 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
     if len(folders) < 2:
         raise PetMtlError("an ensemble needs two or more score folders")
     weights = weights or [member_weight(f, by) for f in folders]
-    if len(weights) != len(folders) or not all(w > 0 for w in weights):
-        raise PetMtlError(f"--weights: expected {len(folders)} positive numbers, got {weights}")
+    if len(weights) != len(folders) or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise PetMtlError(f"--weights: expected {len(folders)} positive finite numbers, got {weights}")
     tasks = [t for t in TASKS if all((f / scores_name(t)).is_file() for f in folders)]
     if not tasks:
         raise PetMtlError(f"no task has a {scores_name('<task>')} in every folder (run predict with save_scores=true)")
@@ -99,7 +102,7 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
                         ids = [_same_row(folders, task, row) for row in chunk]
                         mean = average([torch.tensor([row[m][2] for row in chunk]) for m in range(len(folders))],
                                        weights)
-                        preds.write("".join(json.dumps({"id": i, "label": labels[p]}, ensure_ascii=False) + "\n"
+                        preds.write("".join(json_line({"id": i, "label": labels[p]})
                                             for i, p in zip(ids, mean.argmax(-1).tolist())))
                         scores.write(score_lines(task, ids, mean))
             (tmp / SCORES_META).write_text(json.dumps({"members": [str(f) for f in folders], "weights": weights},

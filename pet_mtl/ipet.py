@@ -90,7 +90,7 @@ def unlabelled_scores(run: Path, examples: Mapping[str, list[Any]], cfg: Any) ->
 def pseudo_labels(out: Path, examples: Mapping[str, list[Any]], gold: Mapping[str, int], teachers: list[Path],
                   cfg: Any, generation: int) -> dict[str, str]:
     """Write the label-balanced confident pseudo-labels of `teachers`' ensemble for one model; task -> file."""
-    from pet_mtl.core.io import atomic_write_text
+    from pet_mtl.core.io import atomic_write_text, json_line
     from pet_mtl.core.tasks import get_task
     from pet_mtl.training.distillation import soften, teacher_weights
 
@@ -109,10 +109,10 @@ def pseudo_labels(out: Path, examples: Mapping[str, list[Any]], gold: Mapping[st
             log.info("%s: no pseudo-labelled %s rows (%d to share among %d labels)", out, task, n, t.num_labels)
             continue
         keys = t.json_fields
-        lines = [json.dumps({"id": ex.id, **{keys[f]: ex.fields[f] for f in t.fields}, "label": t.labels[label]},
-                            ensure_ascii=False) for ex, label in chosen]
+        lines = [json_line({"id": ex.id, **{keys[f]: ex.fields[f] for f in t.fields}, "label": t.labels[label]})
+                 for ex, label in chosen]
         path = out / f"pseudo-{task}.jsonl"
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        atomic_write_text(path, "".join(lines))
         files[task] = str(path)
         log.info("%s: %d pseudo-labelled %s rows (%d per label at most) from %d teachers", out, len(chosen), task,
                  n // t.num_labels, len(teachers))

@@ -4,6 +4,7 @@ in one line naming the file, or in a complete copy on disk; never a hang, a raw 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from helpers import make_cfg
 
 from pet_mtl.core.errors import CheckpointError, ConfigError, LocatedError, PatternError
 from pet_mtl.core.io import read_yaml, remove_leftovers
+from pet_mtl.core.tasks import TASKS
 from pet_mtl.training.trainer import Trainer
 
 LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -49,7 +51,7 @@ def test_yaml_aliases_are_refused_with_the_file_and_line(tmp_path):
     ("? [a, b]\n: 1\n", ":1: not valid YAML: a key must be a scalar"),
     ("a: [1, 2\n", "not valid YAML"),
     ("x: " + "y" * 1_100_000 + "\n", "larger than 1,000,000 bytes"),
-])
+], ids=["key twice", "list as key", "unclosed", "too large"])
 def test_yaml_that_is_not_what_we_read_is_one_line(tmp_path, text, needle):
     path = tmp_path / "f.yaml"
     path.write_text(text, encoding="utf-8")
@@ -62,7 +64,7 @@ def test_yaml_that_is_not_what_we_read_is_one_line(tmp_path, text, needle):
     (LAUGHS, "alias *a refused"),
     ("- tnews/topic.j2\n", "a pattern set is a mapping task -> [templates]"),
     ("? [tnews]\n: [tnews/topic.j2]\n", "a key must be a scalar"),
-])
+], ids=["aliases", "a list", "list as key"])
 def test_a_user_pattern_set_file_is_checked_before_hydra_sees_it(tmp_path, capsys, text, needle):
     """A set under a user root is read at start-up even when another set is selected: an alias bomb there would
     hang every run; now it is one line naming the file."""
@@ -183,3 +185,85 @@ def test_a_swap_killed_anywhere_leaves_a_complete_copy_that_the_next_start_keeps
     assert sorted(q.name for q in tmp_path.iterdir()) == ["checkpoint-last"]
     content = (target / "weights").read_text()
     assert content == ("old" if stop in (-1, 0) else "new") if stop != 1 else content in ("old", "new")
+
+
+# ---------------------------------------------------------------- NaN and infinity never reach a submission
+
+
+def _scores(folder: Path, rows: dict[str, list[float]]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "ocnli_scores.jsonl").write_text("".join(
+        json.dumps({"id": i, "log_probs": dict(zip("012", p))}) + "\n" for i, p in rows.items()), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("weights", [[math.inf, 1.0], [math.nan, 1.0], [1.0, -1.0]], ids=["inf", "nan", "negative"])
+def test_ensemble_weights_must_be_finite_and_positive(tmp_path, weights):
+    from pet_mtl.core.errors import PetMtlError
+    from pet_mtl.ensemble import ensemble
+
+    a = _scores(tmp_path / "a", {"r1": [-0.1, -2.0, -3.0]})
+    b = _scores(tmp_path / "b", {"r1": [-3.0, -2.0, -0.1]})
+    with pytest.raises(PetMtlError, match="expected 2 positive finite numbers"):
+        ensemble([a, b], tmp_path / "out", weights)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_member_score_that_is_not_a_number_is_refused_with_its_line(tmp_path):
+    from pet_mtl.core.errors import DataError
+    from pet_mtl.ensemble import ensemble
+
+    a = _scores(tmp_path / "a", {"r1": [-0.1, -2.0, -3.0], "r2": [math.nan, -1.0, -1.0]})
+    b = _scores(tmp_path / "b", {"r1": [-3.0, -2.0, -0.1], "r2": [-1.0, -2.0, -0.5]})
+    with pytest.raises(DataError, match=r"a/ocnli_scores.jsonl:2: .*not a number"):
+        ensemble([a, b], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_biases_and_nan_weights_stop_predict_before_a_submission(trained_run, synthetic_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pet_mtl.inference.submission import write_submission
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained_run / "checkpoint-best", ckpt)
+    (ckpt / "calibration.json").write_text(json.dumps({"rule": "x", "biases": {"tnews": {
+        code: (math.nan if i == 3 else 0.0) for i, code in enumerate(TASKS["tnews"].labels)}}}), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"calibration.json: the tnews biases hold a value that is not a finite"):
+        write_submission(ckpt, synthetic_dir, "a", tmp_path / "out1")
+    (ckpt / "calibration.json").unlink()
+    weights = load_file(ckpt / "model" / "model.safetensors")
+    name = next(k for k in weights if k.endswith("attention.self.query.weight"))
+    weights[name][0, 0] = torch.nan
+    save_file(weights, ckpt / "model" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"model: weight {name} holds 1 value\(s\) that are not finite"):
+        write_submission(ckpt, synthetic_dir, "a", tmp_path / "out2")
+    for out in ("out1", "out2"):
+        assert not (tmp_path / out).exists() or not any((tmp_path / out).iterdir())
+
+
+# ---------------------------------------------------------------- one line per row, for every reader
+
+
+def test_ids_holding_line_separators_survive_predict_scores_and_the_ensemble(trained_run, tmp_path):
+    """U+2028, U+2029 and U+0085 end a line for str.splitlines and for other tools' readers: every JSON-lines file
+    the project writes escapes them, so each row is one line for any reader, and the ids come back unchanged."""
+    from pet_mtl.ensemble import ensemble
+    from pet_mtl.inference.submission import write_submission
+
+    ids = ["a\u2028b", "c\u0085d", "e\u2029f", "plain"]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ocnli_test.tsv").write_text("".join(f"{i}\t前提{n}\t假设{n}\n" for n, i in enumerate(ids)),
+                                         encoding="utf-8")
+    outs = []
+    for name in ("s1", "s2"):
+        outs.append(tmp_path / name)
+        write_submission(trained_run, None, "a", outs[-1], files={"ocnli": str(data / "ocnli_test.tsv")},
+                         save_scores=True, calibrate=False)
+    ensemble(outs, tmp_path / "ens")
+    for path in (outs[0] / "ocnli_predict.json", outs[0] / "ocnli_scores.jsonl", tmp_path / "ens" / "ocnli_predict.json",
+                 tmp_path / "ens" / "ocnli_scores.jsonl"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["id"] for line in lines] == ids, path

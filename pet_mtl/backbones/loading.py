@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
 import transformers
 from transformers import (
     AutoConfig,
@@ -95,6 +96,16 @@ def check_config_against_weights(path: Path, config: Any) -> None:
                               "the weights are not a pair")
 
 
+def check_finite(model: Any, where: Path) -> None:
+    """Every weight a number: training never saves a NaN (it stops first), so one in a folder is damage, and it
+    would make every score NaN and every prediction the first label, silently."""
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            bad = int((~torch.isfinite(p)).sum())
+            raise CheckpointError(where, None, f"weight {name} holds {bad:,} value(s) that are not finite numbers "
+                                  "(NaN or infinity): the weights are damaged")
+
+
 def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
@@ -173,6 +184,7 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
                                            use_safetensors=None if trust_pickle else True)
     except Exception as e:  # truncated safetensors, a config.json that does not parse, shapes that disagree...
         raise CheckpointError(path, None, f"cannot load the {found} LM: {_first_line(e)}") from None
+    check_finite(model, path)
     if found == "causal" and tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ConfigError(f"{tokenizer_dir or path}: the tokenizer has neither a pad nor an eos token; add a pad "

@@ -5,6 +5,7 @@ through here; code that only writes files imports this and nothing of the checkp
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -133,3 +134,14 @@ def read_yaml(path: Path, error: type[LocatedError] = LocatedError) -> Any:
         mark = getattr(e, "problem_mark", None)
         problem = " ".join(str(getattr(e, "problem", None) or e).split())[:300]
         raise error(path, None if mark is None else mark.line + 1, f"not valid YAML: {problem}") from None
+
+
+#: characters that end a line for str.splitlines and other readers but that json.dumps(ensure_ascii=False) leaves raw
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
+def json_line(obj: Any) -> str:
+    """One JSON-lines row as every file the project writes holds it: UTF-8 text kept readable (ensure_ascii=False),
+    except the characters some readers take for a line end (U+0085, U+2028, U+2029), escaped, so an id holding one
+    is still one line for any reader; then "\n"."""
+    return json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"

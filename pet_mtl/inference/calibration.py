@@ -81,9 +81,16 @@ def load(ckpt: Path, labels: Mapping[str, Sequence[str]]) -> dict[str, torch.Ten
         return {}
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        return {t: torch.tensor([float(doc["biases"][t][c]) for c in labels[t]]) for t in doc["biases"] if t in labels}
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(path, None, f"not a calibration file pet_mtl wrote ({type(e).__name__}: {e})") from None
+        biases = {t: torch.tensor([float(doc["biases"][t][c]) for c in labels[t]]) for t in doc["biases"]
+                  if t in labels}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(path, None, f"not a calibration file pet_mtl wrote ({type(e).__name__}: "
+                              f"{str(e)[:200]})") from None
+    for task, b in biases.items():
+        if not bool(torch.isfinite(b).all()):
+            raise CheckpointError(path, None, f"the {task} biases hold a value that is not a finite number "
+                                  f"({', '.join(f'{c}={v:g}' for c, v in zip(labels[task], b.tolist()))})")
+    return biases
 
 
 def fit(predictor, sets: Mapping[str, Sequence]) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from pet_mtl.backbones.loading import load_pretrained, refuse_pickles
+from pet_mtl.backbones.loading import check_finite, load_pretrained, refuse_pickles
 from pet_mtl.core.errors import CheckpointError, ConfigError
 from pet_mtl.core.io import atomic_dir
 from pet_mtl.core.tasks import get_task
@@ -137,6 +137,7 @@ def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = Tru
     featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, list(meta["tasks"]),
                                      meta["max_length"], method_options(meta))
     load_method_state(model, ckpt)
+    check_finite(model, ckpt)  # the method's own parameters (the backbone's are checked as it loads)
     return ckpt, meta, featurizer, model
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from pet_mtl.core.errors import ConfigError
-from pet_mtl.core.io import atomic_dir, remove_leftovers
+from pet_mtl.core.errors import CheckpointError, ConfigError
+from pet_mtl.core.io import atomic_dir, json_line, remove_leftovers
 from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.tasks import TASKS, get_task, test_file
 from pet_mtl.data.readers import iter_examples
@@ -134,9 +134,14 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                                  if save_scores else None)
                     for chunk, log_probs in predictor.stream(iter_examples(path, task, labelled)):
                         log_probs = log_probs.log_softmax(-1)
+                        bad = torch.isnan(log_probs).any(-1)
+                        if bool(bad.any()):  # never a submission of first labels from NaN scores
+                            ex = chunk[int(bad.nonzero()[0])]
+                            raise CheckpointError(ckpt, None, f"the model's scores for {name} row {ex.id} "
+                                                  f"({ex.source}) are not numbers (NaN); nothing was written")
                         decided = predictor.decide(name, log_probs)
-                        out_fh.write("".join(json.dumps({"id": ex.id, "label": task.labels[p]}, ensure_ascii=False)
-                                             + "\n" for ex, p in zip(chunk, decided)))
+                        out_fh.write("".join(json_line({"id": ex.id, "label": task.labels[p]})
+                                             for ex, p in zip(chunk, decided)))
                         if scores_fh is not None:
                             scores_fh.write(score_lines(name, [ex.id for ex in chunk], log_probs))
                         rows[name] = rows.get(name, 0) + len(chunk)
@@ -167,7 +172,7 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
 
 def score_lines(task: str, ids: list[str], log_probs: torch.Tensor) -> str:
     labels = get_task(task).labels
-    return "".join(json.dumps({"id": i, "log_probs": dict(zip(labels, map(float, row)))}, ensure_ascii=False) + "\n"
+    return "".join(json_line({"id": i, "log_probs": dict(zip(labels, map(float, row)))})
                    for i, row in zip(ids, log_probs.tolist()))
 
 
