@@ -90,6 +90,7 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
     tasks = [t for t in TASKS if all((f / scores_name(t)).is_file() for f in folders)]
     if not tasks:
         raise PetMtlError(f"no task has a {scores_name('<task>')} in every folder (run predict with save_scores=true)")
+    out = Path(out).expanduser().resolve()  # a symlink is followed, never replaced by a folder
     with claimed(out):
         def write(tmp: Path) -> None:
             for task in tasks:

@@ -267,3 +267,76 @@ def test_ids_holding_line_separators_survive_predict_scores_and_the_ensemble(tra
                  tmp_path / "ens" / "ocnli_scores.jsonl"):
         lines = path.read_text(encoding="utf-8").splitlines()
         assert [json.loads(line)["id"] for line in lines] == ids, path
+
+
+# ---------------------------------------------------------------- a directory belongs to one run
+
+TRAIN = ["train.max_steps=2", "train.eval_every=0", "train.batch_size=8", "train.progress=false",
+         "train.predict_splits=[]", "train.calibrate=false", "tasks=[ocemotion]"]
+
+
+def test_a_second_run_into_a_held_directory_is_refused(tiny_dir, synthetic_dir, tmp_path):
+    from pet_mtl.core.rundir import RunDirectory
+
+    run = tmp_path / "run"
+    held = RunDirectory(run, "train")  # a real flock, as a training in another process holds it
+    try:
+        with pytest.raises(ConfigError, match=rf"another pet_mtl run \(pid {os.getpid()} train\) is writing {run}"):
+            Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", *TRAIN), run)
+    finally:
+        held.release()
+    assert not (run / "metrics.json").exists() and not (run / ".pet_mtl.lock").exists()
+
+
+def test_a_new_training_refuses_a_finished_runs_directory_unless_told(tiny_dir, synthetic_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = [f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", *TRAIN]
+    Trainer(make_cfg(*cfg), run).fit()
+    before = (run / "metrics.json").read_text()
+    with pytest.raises(ConfigError, match=r"holds another run's results \(metrics.json, checkpoint-best, "
+                                          r"checkpoint-last\); resume it with train.resume=true"):
+        Trainer(make_cfg(*cfg, "seed=7"), run)
+    assert (run / "metrics.json").read_text() == before
+    Trainer(make_cfg(*cfg, "seed=7", "train.overwrite=true"), run).fit()
+    assert json.loads((run / "metrics.json").read_text())["seed"] == 7
+    assert not (run / ".pet_mtl.lock").exists()  # released at the end
+
+
+def test_pretraining_refuses_its_own_base_and_a_folder_of_other_files(tiny_dir, tmp_path):
+    from test_pretrain import base_overrides, corpus_lines, pretrain_cfg
+
+    from pet_mtl.pretraining.pretrainer import Pretrainer
+
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(corpus_lines(200)) + "\n", encoding="utf-8")
+    base = tmp_path / "base"
+    shutil.copytree(tiny_dir, base)
+    weights = (base / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="is model.path: pretraining would overwrite the model it starts from"):
+        Pretrainer(pretrain_cfg(*base_overrides(base, base, text)), base)
+    assert (base / "model.safetensors").read_bytes() == weights
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"holds files pretraining did not write \(README.md\)"):
+        Pretrainer(pretrain_cfg(*base_overrides(base, mine, text)), mine)
+    assert (mine / "README.md").read_text() == "my notes"
+
+
+def test_predict_follows_a_symlinked_output_folder_and_refuses_the_current_one(trained_run, synthetic_dir, tmp_path,
+                                                                               monkeypatch):
+    from pet_mtl.inference.submission import write_submission
+
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    write_submission(trained_run, synthetic_dir, "a", link, calibrate=False)
+    assert link.is_symlink() and (real / "submit.zip").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no lock, no temporary left
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(ConfigError, match="is the current folder or one above it"):
+        write_submission(trained_run, synthetic_dir, "a", ".", calibrate=False)
+    assert list(here.iterdir()) == []

@@ -148,6 +148,8 @@ class TrainConfig(OptimizerConfig):
     resume: bool = False
     #: keys a resumed run may change (e.g. [train.max_steps]); any other difference from the run is refused
     resume_changes: List[str] = field(default_factory=list)
+    #: a new (not resumed) run may replace the results of an earlier run in its directory
+    overwrite: bool = False
     #: torch threads; null = torch's default
     num_threads: Optional[int] = None
     #: checkpoint-last holds: full (weights + optimizer + training state: resumable; for zh-mini-mlm about 3x the
@@ -330,6 +332,8 @@ class PretrainTrainConfig(OptimizerConfig):
     resume: bool = False
     #: keys a resumed run may change (e.g. [train.max_steps]); any other difference is refused
     resume_changes: List[str] = field(default_factory=list)
+    #: a new (not resumed) run may replace the model and results of an earlier run in out_dir
+    overwrite: bool = False
     #: keep checkpoint-last (optimizer state: ~2x the weights) in out_dir once the run has finished
     keep_checkpoint: bool = False
     num_threads: Optional[int] = None

@@ -37,6 +37,7 @@ from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import atomic_dir, atomic_write_text, remove_leftovers
 from pet_mtl.core.precision import autocast
+from pet_mtl.core.rundir import RunDirectory
 from pet_mtl.core.validate import check_ranges
 from pet_mtl.data.corpus import (
     Corpus,
@@ -122,7 +123,21 @@ class Pretrainer(Loop):
         if not self.dist.is_main:
             log.setLevel(logging.WARNING)
         self.out_dir = Path(self.dist.gather(str(out_dir))[0])
+        base = getattr(cfg.model, "path", None)
+        if base and self.out_dir.resolve() == Path(base).expanduser().resolve():
+            raise ConfigError(f"out_dir={out_dir} is model.path: pretraining would overwrite the model it starts from; "
+                              "write it to a new folder")
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.held = RunDirectory(self.out_dir, "pretrain") if self.dist.is_main else None
+        if self.held is not None:
+            self.held.refuse_results(tr.resume, tr.overwrite, "resume it with train.resume=true, choose a new "
+                                     "out_dir, or pass train.overwrite=true to replace them")
+            foreign = sorted(p.name for p in self.out_dir.iterdir() if not p.name.startswith(".")
+                             and p.name != "pretrain.log")  # Hydra's, written for this run
+            if foreign and not tr.resume and not tr.overwrite:
+                self.held.release()
+                raise ConfigError(f"out_dir {self.out_dir} holds files pretraining did not write "
+                                  f"({', '.join(foreign[:5])}); choose a new or empty folder (it writes a model there)")
         if self.dist.is_main:
             remove_leftovers(self.out_dir / "checkpoint-last")
         self.device = self.dist.device(tr.device)

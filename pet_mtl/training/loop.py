@@ -109,6 +109,14 @@ class Loop:
         return stack
 
     def fit(self) -> dict[str, Any]:
+        held = getattr(self, "held", None)  # the run directory (core/rundir.py), released however the run ends
+        try:
+            return self._fit()
+        finally:
+            if held is not None:
+                held.release()
+
+    def _fit(self) -> dict[str, Any]:
         tr = self.cfg.train
         if tr.resume:
             self.resume()

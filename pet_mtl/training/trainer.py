@@ -25,6 +25,7 @@ from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import remove_leftovers
 from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.resources import CONF_DIR, data_dir
+from pet_mtl.core.rundir import RunDirectory
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.regimes import load_task_data
 from pet_mtl.data.sampling import MultiTaskBatches
@@ -64,6 +65,10 @@ class Trainer(Loop):
             log.setLevel(logging.WARNING)
         self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.held = RunDirectory(self.run_dir, "train") if self.dist.is_main else None
+        if self.held is not None:
+            self.held.refuse_results(cfg.train.resume, cfg.train.overwrite, "resume it with train.resume=true, "
+                                     "choose a new hydra.run.dir, or pass train.overwrite=true to replace them")
         if self.dist.is_main:  # temporary folders left by a process killed while saving
             remove_leftovers(self.run_dir / "checkpoint-best")
             remove_leftovers(self.run_dir / "checkpoint-last")
