@@ -3,6 +3,7 @@ into one clear line."""
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import logging
 import sys
@@ -30,8 +31,25 @@ def friendly_errors(fn):
             logging.getLogger("pet_mtl").error("%s: %s", type(e).__name__, e)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except OSError as e:  # the disk is full, a folder is read-only, a symlink loop: the machine's, not a bug
+            if e.errno not in FILESYSTEM_ERRNOS:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            message = f"{where}{e.strerror or e}" + FILESYSTEM_ERRNOS[e.errno]
+            logging.getLogger("pet_mtl").error("%s", message)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapper
+
+
+#: file-system errors a user fixes on the machine, and what to add to the system's own words
+FILESYSTEM_ERRNOS = {
+    errno.ENOSPC: " (the disk is full; what was written before is intact: outputs are replaced whole or not at all)",
+    errno.EDQUOT: " (over the disk quota; what was written before is intact)",
+    errno.EROFS: "", errno.EACCES: "", errno.EPERM: "", errno.ELOOP: " (a symbolic link loop)",
+    errno.ENAMETOOLONG: "", errno.ENOTDIR: "", errno.EISDIR: "", errno.EIO: " (an input/output error on the disk)",
+}
 
 
 def _overrides(argv: list[str]) -> list:

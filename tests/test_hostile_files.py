@@ -340,3 +340,59 @@ def test_predict_follows_a_symlinked_output_folder_and_refuses_the_current_one(t
     with pytest.raises(ConfigError, match="is the current folder or one above it"):
         write_submission(trained_run, synthetic_dir, "a", ".", calibrate=False)
     assert list(here.iterdir()) == []
+
+
+# ---------------------------------------------------------------- one line, before the work starts
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("seed=18446744073709551616", "seed=18446744073709551616: expected an integer in [0, 9,223,372,036,854,775,807]"),
+    ("seed=-1", "seed=-1: expected an integer in [0,"),
+    ("train.sampling_temperature=1e-9", "train.sampling_temperature=1e-09: expected a number in [0.01, 100]"),
+    ("model.tiny.heads=3", "model.tiny: hidden=64 is not a multiple of heads=3"),
+    ("model.max_length=100000", "model.max_length=100000 is over the model's"),
+], ids=["seed 2^64", "negative seed", "temperature", "tiny sizes", "max_length"])
+def test_values_that_cannot_work_are_one_line_before_training(synthetic_dir, tmp_path, override, needle):
+    with pytest.raises(ConfigError) as e:
+        Trainer(make_cfg(f"data.dir={synthetic_dir}", *TRAIN, override), tmp_path / "run")
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_run_directory_that_is_a_file_and_a_model_path_of_root_are_one_line(synthetic_dir, tmp_path):
+    import time
+
+    from pet_mtl.backbones.loading import load_pretrained
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="the run directory .*afile exists and is not a folder"):
+        Trainer(make_cfg(f"data.dir={synthetic_dir}", *TRAIN), tmp_path / "afile")
+    t = time.monotonic()
+    with pytest.raises((ConfigError, CheckpointError)) as e:
+        load_pretrained("/")
+    assert time.monotonic() - t < 5 and str(e.value).startswith("/: ") or "model.path=/" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("code,needle", [(28, "No space left on device (the disk is full; what was written before"),
+                                         (40, "(a symbolic link loop)"), (13, "Permission denied")])
+def test_file_system_errors_are_one_line(capsys, code, needle):
+    from pet_mtl.cli import friendly_errors
+
+    @friendly_errors
+    def work():
+        raise OSError(code, os.strerror(code), "/runs/r1/checkpoint-last")
+
+    with pytest.raises(SystemExit) as e:
+        work()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: /runs/r1/checkpoint-last: ") and needle in err, err
+    assert err.count("\n") == 1
+
+
+def test_a_data_directory_in_a_symlink_loop_is_one_line(tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    p = subprocess.run([sys.executable, "-m", "pet_mtl.train", f"data.dir={loop}", "train.max_steps=1",
+                        f"hydra.run.dir={tmp_path / 'run'}", "train.progress=false"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert str(loop) in p.stderr.strip().splitlines()[-1], p.stderr[-500:]

@@ -38,7 +38,9 @@ def refuse_pickles(directory: Path, trust_pickle: bool) -> None:
     """Pickle files can run code when loaded; a shared directory that holds one is refused unless trusted."""
     if trust_pickle:
         return
-    found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    # a model folder and the folders in it (a checkpoint's model/, tokenizer/), not a walk of whatever it holds:
+    # model.path=/ must not scan the whole filesystem
+    found = sorted(p for pattern in ("*", "*/*") for p in directory.glob(pattern) if p.suffix.lower() in PICKLE_SUFFIXES)
     if found:
         raise CheckpointError(found[0], None, "pickle file found: loading it could execute code. pet_mtl loads "
                               "weights only from safetensors; convert it, or pass model.trust_pickle=true if you "
@@ -225,8 +227,8 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
 def build_tiny(directory: str | Path, texts: Iterable[str], hidden: int = 64, layers: int = 2, heads: int = 2,
                seed: int = 0, dropout: float = 0.1):
     """Write a random tiny BERT masked LM + character tokenizer to `directory` and load it back."""
-    import torch
-
+    if hidden % heads:
+        raise ConfigError(f"model.tiny: hidden={hidden} is not a multiple of heads={heads}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     chars = sorted({c for t in texts for c in t if not c.isspace()} | set("0123456789abcdefghijklmnopqrstuvwxyz"))

@@ -372,6 +372,15 @@ def _above(low: float) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: finite(v) and v > low), f"a finite number > {low:g}"
 
 
+def _between(low: float, high: float, integer: bool = False) -> tuple[Callable[[Any], bool], str]:
+    return ((lambda v: finite(v) and low <= v <= high and (not integer or float(v).is_integer())),
+            f"an integer in [{int(low)}, {int(high):,}]" if integer else f"a number in [{low:g}, {high:g}]")
+
+
+#: torch seeds are 64-bit
+SEED_RANGE = _between(0, 2**63 - 1, integer=True)
+
+
 #: key -> (test, what is expected): checked before any data or model is loaded
 #: the keys of OptimizerConfig, under train.
 OPTIMIZER_RANGES = {
@@ -385,7 +394,9 @@ TRAIN_RANGES = {
     "train.mlm_weight": _at_least(0), "train.mlm_batch_size": _at_least(1, optional=True),
     "distill.temperature": _above(0), "distill.max_rows_per_task": _at_least(1, optional=True),
     "ipet.generations": _at_least(1), "ipet.scale": _above(0),
-    "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.sampling_temperature": _above(0),
+    "train.epochs": _above(0), "train.max_steps": _at_least(1, optional=True), "train.sampling_temperature": _between(0.01, 100),
+    "seed": SEED_RANGE, "data.split_seed": SEED_RANGE, "model.tiny.hidden": _at_least(1),
+    "model.tiny.layers": _at_least(1), "model.tiny.heads": _at_least(1),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),
     "model.cln_dim": _at_least(1), "model.head_dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
@@ -397,7 +408,7 @@ PREDICT_RANGES = {"batch_size": _at_least(1), "num_threads": _at_least(1, option
 PRETRAIN_RANGES = {
     **OPTIMIZER_RANGES, "train.max_steps": _at_least(1), "train.eval_every": _at_least(0), "train.eval_batch_size": _at_least(1), "train.save_every": _at_least(0),
     "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True), "data.max_length": _at_least(8),
-    "data.held_out_fraction": ((lambda v: finite(v) and 0 < v < 1), "a number in (0, 1)"),
+    "seed": SEED_RANGE, "data.held_out_fraction": ((lambda v: finite(v) and 0 < v < 1), "a number in (0, 1)"),
     "data.eval_docs": _at_least(1), "data.max_bad_fraction": ((lambda v: finite(v) and 0 <= v <= 1),
                                                               "a number in [0, 1]"),
 }

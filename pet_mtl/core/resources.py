@@ -33,4 +33,11 @@ DEMO_DIR = resource_dir("demo")
 
 def data_dir(configured: str | None) -> Path:
     """`data.dir` as a path: the demo set when it is null (the default run), else the folder given."""
-    return DEMO_DIR if configured is None else Path(configured).expanduser().resolve()
+    if configured is None:
+        return DEMO_DIR
+    try:
+        return Path(configured).expanduser().resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop (pathlib raises RuntimeError before Python 3.13)
+        from pet_mtl.core.errors import ConfigError
+
+        raise ConfigError(f"data.dir={configured}: cannot be resolved ({e})") from None

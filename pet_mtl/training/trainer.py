@@ -64,6 +64,8 @@ class Trainer(Loop):
         if not self.dist.is_main:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"the run directory {self.run_dir} exists and is not a folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.held = RunDirectory(self.run_dir, "train") if self.dist.is_main else None
         if self.held is not None:
@@ -86,6 +88,10 @@ class Trainer(Loop):
             self.patterns = load_pattern_set(patterns, cfg.tasks, list(cfg.pattern_roots), cfg.label_scoring)
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
+        positions = getattr(mlm.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and cfg.model.max_length > positions:
+            raise ConfigError(f"model.max_length={cfg.model.max_length} is over the model's {positions} positions "
+                              f"(max_position_embeddings in {cfg.model.path or 'the tiny model'}/config.json)")
         self.options = MethodOptions(cln_dim=cfg.model.cln_dim, segment_ids=cfg.model.segment_ids,
                                      head_dropout=cfg.model.head_dropout, head_init=cfg.model.head_init)
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
