@@ -396,3 +396,23 @@ def test_a_data_directory_in_a_symlink_loop_is_one_line(tmp_path, capsys):
                        timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert str(loop) in p.stderr.strip().splitlines()[-1], p.stderr[-500:]
+
+
+# ---------------------------------------------------------------- test files checked before training
+
+
+@pytest.mark.parametrize("first,needle", [
+    ("id\tsentence\n", ":1: looks like a header (its id column reads 'id')"),
+    ("7\t一段\t多余\n", ":1: expected 2 tab-separated columns"),
+], ids=["header", "columns"])
+def test_a_broken_test_file_stops_training_before_it_starts(tiny_dir, synthetic_dir, tmp_path, first, needle):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    test = data / TASKS["ocemotion"].files["a"]
+    test.write_text(first + test.read_text(encoding="utf-8"), encoding="utf-8")
+    run = tmp_path / "run"
+    with pytest.raises(Exception) as e:
+        Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={data}", *TRAIN[:-2], "tasks=[ocemotion]",
+                         "train.predict_splits=[a]"), run).fit()
+    assert f"{test}{needle}" in str(e.value), str(e.value)
+    assert not (run / "checkpoint-best").exists()  # nothing was trained

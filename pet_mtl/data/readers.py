@@ -59,6 +59,10 @@ def _check_label(task: Task, label: str, path: Path, lineno: int) -> str:
     return label
 
 
+#: what the id column of a header line says; a first row with one of these ids is a header, not a row
+HEADER_IDS = {"id", "idx", "index", "guid", "qid", "uid", "sample_id"}
+
+
 class LineError(ValueError):
     """What is wrong with one line; a strict reader names the file and line, a lenient one counts it as bad."""
 
@@ -116,6 +120,9 @@ def tsv_rows(path: Path, task: Task, labelled: bool) -> Iterator[Example]:
             ex_id, fields, label = tsv_columns(line, task, labelled)
         except LineError as e:
             raise DataError(path, lineno, str(e)) from None
+        if lineno == 1 and ex_id.strip().lower() in HEADER_IDS:
+            raise DataError(path, lineno, f"looks like a header (its id column reads {ex_id!r}); competition files "
+                            "have none: remove the line")
         label = _check_label(task, label, path, lineno) if labelled else None
         yield Example(task.name, ex_id, fields, label, f"{path}:{lineno}")
 

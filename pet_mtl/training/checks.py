@@ -1,6 +1,8 @@
 """The cheap checks of a training config that reach other stages' registries, before any data or model is loaded."""
 from __future__ import annotations
 
+import collections
+
 from omegaconf import DictConfig
 
 from pet_mtl.core.config import TRAIN_RANGES, finite
@@ -8,6 +10,7 @@ from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.resources import data_dir
 from pet_mtl.core.tasks import get_task, test_file
 from pet_mtl.core.validate import apply_renames, check_ranges
+from pet_mtl.data.readers import iter_examples
 from pet_mtl.data.sampling import check_batching
 from pet_mtl.methods.heads import check_head_init
 from pet_mtl.prompts import SCORING_RULES
@@ -41,3 +44,5 @@ def check(cfg: DictConfig) -> None:
             if not path.is_file():
                 raise ConfigError(f"train.predict_splits has {split!r} but {path} does not exist; "
                                   "set train.predict_splits=[] to skip prediction")
+            # every row read now (a cheap pass), so a broken test file stops the run before training, not after
+            collections.deque(iter_examples(path, get_task(t), False), maxlen=0)
