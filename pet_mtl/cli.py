@@ -47,6 +47,7 @@ def friendly_errors(fn):
 FILESYSTEM_ERRNOS = {
     errno.ENOSPC: " (the disk is full; what was written before is intact: outputs are replaced whole or not at all)",
     errno.EDQUOT: " (over the disk quota; what was written before is intact)",
+    errno.EFBIG: " (over this process's or file system's file size limit; what was written before is intact)",
     errno.EROFS: "", errno.EACCES: "", errno.EPERM: "", errno.ELOOP: " (a symbolic link loop)",
     errno.ENAMETOOLONG: "", errno.ENOTDIR: "", errno.EISDIR: "", errno.EIO: " (an input/output error on the disk)",
 }

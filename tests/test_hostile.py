@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import shutil
 import tracemalloc
 
@@ -132,13 +133,19 @@ def test_the_budget_is_enforced_on_every_row(tiny):
         featurizer.encode([long])
 
 
-def test_a_pattern_in_a_checkpoint_gets_the_same_budget(trained, tmp_path):
+@pytest.mark.parametrize("source,needle", [
+    ("{% for a in title %}{% for b in title %}x{% endfor %}{% endfor %}", "loops are refused"),
+    ("{{ title.ljust(10000) }}", ".ljust() is not allowed in patterns"),
+    ("{% with a = title ~ title %}{{ a ~ a }}{% endwith %}", "`with` is refused"),
+    ("{{ '%9999s' % title }}", "`%` on text (printf formatting) is refused"),
+], ids=["loops", "ljust", "with", "printf"])
+def test_a_pattern_in_a_checkpoint_gets_the_same_budget(trained, tmp_path, source, needle):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(trained / "checkpoint-best", ckpt)
     meta = json.loads((ckpt / "pet_mtl.json").read_text())
-    meta["patterns"][2]["source"] = "{{ mask }}" + "{% for a in title %}{% for b in title %}x{% endfor %}{% endfor %}"
+    meta["patterns"][2]["source"] = "{{ mask }}" + source
     (ckpt / "pet_mtl.json").write_text(json.dumps(meta, ensure_ascii=False))
-    with pytest.raises(PatternError, match="pet_mtl.json#tnews/topic:1: loops are refused"):
+    with pytest.raises(PatternError, match=f"pet_mtl.json#tnews/topic:1: (refused by the sandbox: )?{re.escape(needle)}"):
         load_checkpoint(ckpt)
 
 

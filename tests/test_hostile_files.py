@@ -416,3 +416,23 @@ def test_a_broken_test_file_stops_training_before_it_starts(tiny_dir, synthetic_
                          "train.predict_splits=[a]"), run).fit()
     assert f"{test}{needle}" in str(e.value), str(e.value)
     assert not (run / "checkpoint-best").exists()  # nothing was trained
+
+
+def test_a_predict_that_runs_out_of_room_is_one_line_and_writes_nothing(trained_run, synthetic_dir, tmp_path):
+    """A real process under a file-size limit (the kernel's EFBIG, as a full disk gives ENOSPC mid-write): one
+    line, exit 2, and no output folder, half or whole."""
+    import resource
+    import signal
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "pet_mtl.predict", f"checkpoint={trained_run / 'checkpoint-best'}",
+                        f"data.dir={synthetic_dir}", f"output_dir={out}", "save_scores=true", "progress=false",
+                        f"hydra.run.dir={tmp_path / 'log'}"], preexec_fn=small_files, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1].startswith("error: File too large (over this process's"), p.stderr
+    assert not out.exists() and not [q for q in tmp_path.iterdir() if q.name.startswith(".out")]
