@@ -23,6 +23,7 @@ import torch
 from pet_mtl.core.errors import DataError, PetMtlError
 from pet_mtl.core.io import atomic_dir, json_line
 from pet_mtl.core.tasks import TASKS, get_task
+from pet_mtl.data.readers import LineError, json_object
 from pet_mtl.inference.submission import (
     SCORES_META,
     ZIP_NAME,
@@ -49,13 +50,13 @@ def score_rows(path: Path, task: str) -> Iterator[tuple[int, str, list[float]]]:
         n = 0
         for lineno, raw in enumerate(fh, start=1):
             try:
-                obj = json.loads(raw.decode("utf-8"))
+                obj = json_object(raw.decode("utf-8"))  # the readers' rules: an object, each key once
                 row = [float(obj["log_probs"][code]) for code in labels]
                 if any(math.isnan(v) or v == math.inf for v in row):
                     raise ValueError(f"a log-probability that is not a number or +infinity: {row}"[:200])
                 if not isinstance(obj["id"], str):
                     raise TypeError(f"id {obj['id']!r} is not a string")
-            except (ValueError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, LineError) as e:
                 raise DataError(path, lineno, f"expected {{\"id\", \"log_probs\": {{code: number}}}} for every {task} "
                                 f"label ({type(e).__name__}: {e})") from None
             n += 1

@@ -193,7 +193,7 @@ class Pattern:
         try:
             out = render_bounded(self._template, mask=_Mask(mk.slot), sep=mk.sep, **ctx)
         except SecurityError as e:
-            raise PatternError(origin, error_line(e, origin), f"refused by the sandbox: {e}") from None
+            raise PatternError(origin, error_line(e, origin), f"refused by the sandbox: {e} ({row})") from None
         except TemplateError as e:
             raise PatternError(origin, error_line(e, origin), f"cannot render {row}: {e}") from None
         except (ArithmeticError, LookupError, ValueError, TypeError, RecursionError, MemoryError) as e:
