@@ -16,6 +16,7 @@ from pet_mtl.cli import (
     CONF_DIR,
     check_overrides,
     friendly_errors,
+    refuse_finished_run_dir,
     register_user_pattern_sets,
 )
 
@@ -51,7 +52,9 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     from pet_mtl.core.config import Config
+    from pet_mtl.core.rundir import RESULTS
 
     check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
+    refuse_finished_run_dir(sys.argv[1:], RESULTS)
     register_user_pattern_sets(sys.argv[1:])
     main()

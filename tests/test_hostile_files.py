@@ -436,3 +436,17 @@ def test_a_predict_that_runs_out_of_room_is_one_line_and_writes_nothing(trained_
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert p.stderr.strip().splitlines()[-1].startswith("error: File too large (over this process's"), p.stderr
     assert not out.exists() and not [q for q in tmp_path.iterdir() if q.name.startswith(".out")]
+
+
+def test_a_new_run_into_a_finished_one_is_refused_before_hydra_rewrites_its_record(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("checkpoint-*"))
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=3\n", encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "pet_mtl.train", f"hydra.run.dir={run}", "train.max_steps=1"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"error: {run} holds another run's results (metrics.json); resume it with train.resume=true, choose a new "
+        "hydra.run.dir, or pass train.overwrite=true to replace them"], p.stderr
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- seed=3\n"
+    assert sorted(q.name for q in (run / ".hydra").iterdir()) == ["overrides.yaml"]
