@@ -63,7 +63,9 @@ def train_run(run: Path, overrides: list[str]) -> None:
         log.info("%s: finished, kept", run)
         return
     resume = ["train.resume=true"] if (run / "checkpoint-last" / "train_state").is_dir() else []
-    cmd = [sys.executable, "-m", "pet_mtl.train", *overrides, f"hydra.run.dir={run}", *resume]
+    # a run of this iPET's own killed before its first resumable checkpoint starts over in its directory
+    restart = ["train.overwrite=true"] if not resume and run.exists() else []
+    cmd = [sys.executable, "-m", "pet_mtl.train", *overrides, f"hydra.run.dir={run}", *resume, *restart]
     log.info("%s %s", "resuming" if resume else "training", shlex.join(cmd[2:]))
     p = subprocess.run(cmd)
     if p.returncode != 0:

@@ -450,3 +450,12 @@ def test_a_new_run_into_a_finished_one_is_refused_before_hydra_rewrites_its_reco
         "hydra.run.dir, or pass train.overwrite=true to replace them"], p.stderr
     assert (run / ".hydra" / "overrides.yaml").read_text() == "- seed=3\n"
     assert sorted(q.name for q in (run / ".hydra").iterdir()) == ["overrides.yaml"]
+
+
+def test_overwrite_changes_nothing_a_resume_compares(trained_run, tiny_dir, synthetic_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    summary = Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=6",
+                               "train.eval_every=3", "train.batch_size=8", "train.progress=false",
+                               "train.predict_splits=[]", "train.resume=true", "train.overwrite=true"), run).fit()
+    assert summary["last"]["step"] == 6

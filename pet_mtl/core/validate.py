@@ -39,7 +39,7 @@ def check_ranges(cfg: DictConfig, ranges: dict[str, tuple[Callable[[Any], bool],
 
 
 #: keys that change how a run is watched or where it runs, not what it computes
-RESUME_NEUTRAL = {"train.resume", "train.resume_changes", "train.progress", "train.log_every", "train.num_threads",
+RESUME_NEUTRAL = {"train.resume", "train.resume_changes", "train.overwrite", "train.progress", "train.log_every", "train.num_threads",
                   "train.predict_splits", "train.eval_batch_size", "train.tensorboard"}
 
 
