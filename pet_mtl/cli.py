@@ -7,6 +7,7 @@ import errno
 import functools
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -85,30 +86,26 @@ def check_overrides(argv: list[str], schema: Any, groups: set[str], open_maps: s
         sys.exit(2)
 
 
-def refuse_finished_run_dir(argv: list[str], results: tuple[str, ...]) -> None:
+def refuse_finished_run_dir(argv: list[str]) -> None:
     """Before Hydra starts: it writes its .hydra/ record into the run directory first thing, so a new run pointed at
     a finished one (hydra.run.dir=<it> without train.resume=true or train.overwrite=true) would replace that run's
-    record before the trainer could refuse. Refused here, with the trainer's words."""
-    from pathlib import Path
+    record before the trainer could refuse. Refused here, by the trainer's own check."""
+    from pet_mtl.core.rundir import TRAIN_CHOICES, refuse_results
 
     values = {o.key_or_group.lstrip("+"): o.value() for o in _overrides(argv) if not o.is_sweep_override()}
-    run_dir = values.get("hydra.run.dir")
-    if not run_dir or str(values.get("train.resume")).lower() == "true" or \
-            str(values.get("train.overwrite")).lower() == "true":
+    if not values.get("hydra.run.dir"):
         return
-    found = [name for name in results if (Path(str(run_dir)).expanduser() / name).exists()]
-    if found:
-        print(f"error: {run_dir} holds another run's results ({', '.join(found)}); resume it with "
-              "train.resume=true, choose a new hydra.run.dir, or pass train.overwrite=true to replace them",
-              file=sys.stderr)
+    try:
+        refuse_results(Path(str(values["hydra.run.dir"])).expanduser(), str(values.get("train.resume")).lower() ==
+                       "true", str(values.get("train.overwrite")).lower() == "true", TRAIN_CHOICES)
+    except PetMtlError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
 def register_user_pattern_sets(argv: list[str]) -> None:
     """Pattern-set files in the user's pattern roots (<root>/sets/<name>.yaml, from pattern_roots=[...] on the
     command line) become options of the `patterns` group, beside the shipped conf/patterns/*.yaml."""
-    from pathlib import Path
-
     from hydra.core.config_store import ConfigStore
 
     from pet_mtl.prompts import read_yaml, user_set_files

@@ -23,7 +23,7 @@ import torch
 from pet_mtl.core.errors import DataError, PetMtlError
 from pet_mtl.core.io import atomic_dir, json_line
 from pet_mtl.core.tasks import TASKS, get_task
-from pet_mtl.data.readers import LineError, json_object
+from pet_mtl.data.readers import json_object
 from pet_mtl.inference.submission import (
     SCORES_META,
     ZIP_NAME,
@@ -56,7 +56,7 @@ def score_rows(path: Path, task: str) -> Iterator[tuple[int, str, list[float]]]:
                     raise ValueError(f"a log-probability that is not a number or +infinity: {row}"[:200])
                 if not isinstance(obj["id"], str):
                     raise TypeError(f"id {obj['id']!r} is not a string")
-            except (ValueError, KeyError, TypeError, LineError) as e:
+            except (ValueError, KeyError, TypeError) as e:  # LineError is a ValueError
                 raise DataError(path, lineno, f"expected {{\"id\", \"log_probs\": {{code: number}}}} for every {task} "
                                 f"label ({type(e).__name__}: {e})") from None
             n += 1
@@ -91,8 +91,7 @@ def ensemble(folders: list[Path], out: Path, weights: list[float] | None = None,
     tasks = [t for t in TASKS if all((f / scores_name(t)).is_file() for f in folders)]
     if not tasks:
         raise PetMtlError(f"no task has a {scores_name('<task>')} in every folder (run predict with save_scores=true)")
-    out = Path(out).expanduser().resolve()  # a symlink is followed, never replaced by a folder
-    with claimed(out):
+    with claimed(out) as out:
         def write(tmp: Path) -> None:
             for task in tasks:
                 labels = get_task(task).labels

@@ -52,9 +52,7 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     from pet_mtl.core.config import Config
-    from pet_mtl.core.rundir import RESULTS
-
     check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
-    refuse_finished_run_dir(sys.argv[1:], RESULTS)
+    refuse_finished_run_dir(sys.argv[1:])
     register_user_pattern_sets(sys.argv[1:])
     main()

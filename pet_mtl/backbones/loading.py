@@ -10,8 +10,9 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import transformers
@@ -98,10 +99,18 @@ def check_config_against_weights(path: Path, config: Any) -> None:
                               "the weights are not a pair")
 
 
-def check_finite(model: Any, where: Path) -> None:
+def check_positions(key: str, length: int, config: Any) -> None:
+    """A maximum length the model can embed: refused before any row is encoded, not at the first long row."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and length > positions:
+        raise ConfigError(f"{key}={length} is over the model's {positions} positions (max_position_embeddings in "
+                          "its config.json)")
+
+
+def check_finite(weights: Mapping[str, torch.Tensor], where: Path) -> None:
     """Every weight a number: training never saves a NaN (it stops first), so one in a folder is damage, and it
     would make every score NaN and every prediction the first label, silently."""
-    for name, p in model.state_dict().items():
+    for name, p in weights.items():
         if p.is_floating_point() and not bool(torch.isfinite(p).all()):
             bad = int((~torch.isfinite(p)).sum())
             raise CheckpointError(where, None, f"weight {name} holds {bad:,} value(s) that are not finite numbers "
@@ -186,7 +195,7 @@ def load_pretrained(path: str | Path, trust_pickle: bool = False, tokenizer_dir:
                                            use_safetensors=None if trust_pickle else True)
     except Exception as e:  # truncated safetensors, a config.json that does not parse, shapes that disagree...
         raise CheckpointError(path, None, f"cannot load the {found} LM: {_first_line(e)}") from None
-    check_finite(model, path)
+    check_finite(model.state_dict(), path)
     if found == "causal" and tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ConfigError(f"{tokenizer_dir or path}: the tokenizer has neither a pad nor an eos token; add a pad "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pet_mtl.core.errors import ConfigError
+
 _PACKAGE = Path(__file__).resolve().parents[1]  # pet_mtl/
 SHIPPED = _PACKAGE / "_shipped"
 #: name inside pet_mtl/_shipped/ -> folder in the checkout (setup.py copies the one to the other)
@@ -38,6 +40,4 @@ def data_dir(configured: str | None) -> Path:
     try:
         return Path(configured).expanduser().resolve()
     except (RuntimeError, OSError) as e:  # a symlink loop (pathlib raises RuntimeError before Python 3.13)
-        from pet_mtl.core.errors import ConfigError
-
         raise ConfigError(f"data.dir={configured}: cannot be resolved ({e})") from None

@@ -17,6 +17,15 @@ from pet_mtl.core.errors import ConfigError
 LOCK_NAME = ".pet_mtl.lock"
 #: what a training or pretraining run leaves that a later run would replace
 RESULTS = ("metrics.json", "checkpoint-best", "checkpoint-last", "model.safetensors")
+#: what a refused training can do instead (the command line's pre-check and the trainer say the same)
+TRAIN_CHOICES = "resume it with train.resume=true, choose a new hydra.run.dir, or pass train.overwrite=true to replace them"
+
+
+def refuse_results(path: Path, resume: bool, overwrite: bool, choices: str) -> None:
+    """A run that does not resume may not replace another run's results in `path` without being told to."""
+    found = [name for name in RESULTS if (Path(path) / name).exists()]
+    if found and not resume and not overwrite:
+        raise ConfigError(f"{path} holds another run's results ({', '.join(found)}); {choices}")
 
 
 class RunDirectory:
@@ -45,12 +54,13 @@ class RunDirectory:
         self._fh.write(f"{os.getpid()} {what}\n")
         self._fh.flush()
 
-    def refuse_results(self, resume: bool, overwrite: bool, hint: str) -> None:
-        """A run that does not resume may not replace another run's results without being told to."""
-        found = [name for name in RESULTS if (self.path / name).exists()]
-        if found and not resume and not overwrite:
+    def refuse_results(self, resume: bool, overwrite: bool, choices: str) -> None:
+        """refuse_results for the held directory, released first when it refuses."""
+        try:
+            refuse_results(self.path, resume, overwrite, choices)
+        except ConfigError:
             self.release()
-            raise ConfigError(f"{self.path} holds another run's results ({', '.join(found)}); {hint}")
+            raise
 
     def release(self) -> None:
         if self._fh is not None:

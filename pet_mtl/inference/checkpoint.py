@@ -137,7 +137,7 @@ def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = Tru
     featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, list(meta["tasks"]),
                                      meta["max_length"], method_options(meta))
     load_method_state(model, ckpt)
-    check_finite(model, ckpt)  # the method's own parameters (the backbone's are checked as it loads)
+    check_finite(model.extra_state(), ckpt)  # the method's own parameters (the backbone's: as it loaded)
     return ckpt, meta, featurizer, model
 
 

@@ -62,9 +62,10 @@ def default_output_dir(checkpoint: str | Path, split: str, files: bool) -> Path:
 
 
 @contextmanager
-def claimed(out: Path) -> Iterator[None]:
-    """Hold `out` for this process: fail now, before any work, if it cannot be written or is another's. A symlink is
-    followed (the folder it names is replaced, the link stays); the lock file goes when the work is done."""
+def claimed(out: str | Path) -> Iterator[Path]:
+    """Hold `out` for this process: fail now, before any work, if it cannot be written or is another's. Yields the
+    folder to write: a symlink is followed (the folder it names is replaced, the link stays). The lock file goes
+    when the work is done."""
     out = Path(out).expanduser().resolve()
     if out == Path.cwd().resolve() or out == Path(out.anchor) or out in Path.cwd().resolve().parents:
         raise ConfigError(f"output_dir {out} is the current folder or one above it; a submission folder is replaced "
@@ -89,7 +90,7 @@ def claimed(out: Path) -> Iterator[None]:
             raise ConfigError(f"another predict is writing {out}; wait for it or choose another output_dir") from None
         try:
             remove_leftovers(out)  # of a predict killed while swapping its folder in
-            yield
+            yield out
         finally:
             Path(lock.name).unlink(missing_ok=True)  # while still held: no other predict holds this file
 
@@ -106,8 +107,7 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
     label log-probabilities go to <task>_scores.jsonl (`{"id", "log_probs": {code: value}}` per line, normalised
     over the task's labels, before calibration) for `python -m pet_mtl.ensemble`. A checkpoint's calibration biases
     (calibration.json) decide the labels unless `calibrate` is false."""
-    out = Path(out_dir).expanduser().resolve()  # a symlink is followed, never replaced by a folder
-    with claimed(out):
+    with claimed(out_dir) as out:
         ckpt, meta, featurizer, model = load_scorer(checkpoint, trust_pickle, strict)
         if files:
             unknown = sorted(set(files) - set(meta["tasks"]))

@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pet_mtl.backbones.contract import Backbone
-from pet_mtl.backbones.loading import load_pretrained
+from pet_mtl.backbones.loading import check_positions, load_pretrained
 from pet_mtl.backbones.mlm import language_model, masked_lm_loss
 from pet_mtl.core.config import PRETRAIN_RANGES, InitConfig, PretrainConfig
 from pet_mtl.core.distributed import Dist
@@ -127,9 +127,10 @@ class Pretrainer(Loop):
         if base and self.out_dir.resolve() == Path(base).expanduser().resolve():
             raise ConfigError(f"out_dir={out_dir} is model.path: pretraining would overwrite the model it starts from; "
                               "write it to a new folder")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.held = RunDirectory(self.out_dir, "pretrain") if self.dist.is_main else None
-        if self.held is not None:
+        self.held = RunDirectory(self.out_dir, "pretrain") if self.dist.is_main else None  # checks it, creates it
+        if self.held is None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        else:
             self.held.refuse_results(tr.resume, tr.overwrite, "resume it with train.resume=true, choose a new "
                                      "out_dir, or pass train.overwrite=true to replace them")
             foreign = sorted(p.name for p in self.out_dir.iterdir() if not p.name.startswith(".")
@@ -138,7 +139,6 @@ class Pretrainer(Loop):
                 self.held.release()
                 raise ConfigError(f"out_dir {self.out_dir} holds files pretraining did not write "
                                   f"({', '.join(foreign[:5])}); choose a new or empty folder (it writes a model there)")
-        if self.dist.is_main:
             remove_leftovers(self.out_dir / "checkpoint-last")
         self.device = self.dist.device(tr.device)
         if tr.num_threads:
@@ -146,9 +146,7 @@ class Pretrainer(Loop):
         torch.manual_seed(cfg.seed)
         self.masking = Masking(**OmegaConf.to_container(OmegaConf.structured(cfg.masking)))  # a plain dataclass
         self.tokenizer, mlm = build_model(cfg)
-        if cfg.data.max_length > mlm.config.max_position_embeddings:
-            raise ConfigError(f"data.max_length={cfg.data.max_length} is over the model's "
-                              f"{mlm.config.max_position_embeddings} positions")
+        check_positions("data.max_length", cfg.data.max_length, mlm.config)
         text = OmegaConf.to_container(cfg.text) if OmegaConf.is_config(cfg.text) else list(cfg.text)
         d = cfg.data
         skip = (competition_rows_to_skip(text, d.val_size, d.split_seed, d.fewclue_dir, d.held_out_per_task)

@@ -31,7 +31,6 @@ The code: sandbox.py (the environment and the budget), pattern.py (Pattern, rend
 """
 from pet_mtl.core.resources import PATTERNS_ROOT
 from pet_mtl.prompts.library import (
-                                     UniqueKeyLoader,
                                      find_template,
                                      load_pattern,
                                      load_pattern_set,
@@ -44,6 +43,6 @@ from pet_mtl.prompts.pattern import AGGREGATIONS, MAX_SLOT, SCORING_RULES, Patte
 from pet_mtl.prompts.sandbox import ALLOWED_FILTERS, MAX_INT, MAX_RENDER_CHARS, REFUSED_NODES
 
 __all__ = ["AGGREGATIONS", "ALLOWED_FILTERS", "MAX_INT", "MAX_RENDER_CHARS", "MAX_SLOT", "PATTERNS_ROOT",
-           "REFUSED_NODES", "SCORING_RULES", "Pattern", "PatternSpec", "Rendered", "Segment", "UniqueKeyLoader",
+           "REFUSED_NODES", "SCORING_RULES", "Pattern", "PatternSpec", "Rendered", "Segment",
            "find_template", "load_pattern", "load_pattern_set", "load_verbalizer", "pattern_roots", "read_yaml",
            "user_set_files"]

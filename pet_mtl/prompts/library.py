@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pet_mtl.core.errors import ConfigError, PatternError
-from pet_mtl.core.io import StrictYamlLoader
 from pet_mtl.core.io import read_yaml as read_strict_yaml
 from pet_mtl.core.resources import PATTERNS_ROOT
 from pet_mtl.core.tasks import Task, get_task
 from pet_mtl.prompts.pattern import Pattern, PatternSpec
-
-UniqueKeyLoader = StrictYamlLoader  # the name the workbench and older code import
 
 
 def read_yaml(path: Path) -> Any:

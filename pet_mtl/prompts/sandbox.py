@@ -190,7 +190,7 @@ class _PatternEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own signature)
         owner = getattr(__obj, "__self__", None)
         name = getattr(__obj, "__name__", "")
-        if isinstance(owner, (str, list, tuple)) and not isinstance(owner, type):
+        if isinstance(owner, (str, list, tuple)):
             if name not in SAFE_METHODS:
                 raise SecurityError(f".{name}() is refused in patterns; methods allowed: "
                                     f"{', '.join(sorted(SAFE_METHODS))}")

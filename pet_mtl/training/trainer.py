@@ -18,14 +18,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from pet_mtl.backbones.loading import build_tiny, load_pretrained
+from pet_mtl.backbones.loading import build_tiny, check_positions, load_pretrained
 from pet_mtl.core.config import Config
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import remove_leftovers
 from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.resources import CONF_DIR, data_dir
-from pet_mtl.core.rundir import RunDirectory
+from pet_mtl.core.rundir import TRAIN_CHOICES, RunDirectory
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.regimes import load_task_data
 from pet_mtl.data.sampling import MultiTaskBatches
@@ -64,16 +64,13 @@ class Trainer(Loop):
         if not self.dist.is_main:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise ConfigError(f"the run directory {self.run_dir} exists and is not a folder")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.held = RunDirectory(self.run_dir, "train") if self.dist.is_main else None
+        self.held = RunDirectory(self.run_dir, "train") if self.dist.is_main else None  # checks it, creates it
         if self.held is not None:
-            self.held.refuse_results(cfg.train.resume, cfg.train.overwrite, "resume it with train.resume=true, "
-                                     "choose a new hydra.run.dir, or pass train.overwrite=true to replace them")
-        if self.dist.is_main:  # temporary folders left by a process killed while saving
-            remove_leftovers(self.run_dir / "checkpoint-best")
+            self.held.refuse_results(cfg.train.resume, cfg.train.overwrite, TRAIN_CHOICES)
+            remove_leftovers(self.run_dir / "checkpoint-best")  # of a process killed while saving
             remove_leftovers(self.run_dir / "checkpoint-last")
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = self.dist.device(cfg.train.device)
         check_config(cfg)
         self.method = get_method(cfg.method)
@@ -88,10 +85,7 @@ class Trainer(Loop):
             self.patterns = load_pattern_set(patterns, cfg.tasks, list(cfg.pattern_roots), cfg.label_scoring)
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
-        positions = getattr(mlm.config, "max_position_embeddings", None)
-        if isinstance(positions, int) and cfg.model.max_length > positions:
-            raise ConfigError(f"model.max_length={cfg.model.max_length} is over the model's {positions} positions "
-                              f"(max_position_embeddings in {cfg.model.path or 'the tiny model'}/config.json)")
+        check_positions("model.max_length", cfg.model.max_length, mlm.config)
         self.options = MethodOptions(cln_dim=cfg.model.cln_dim, segment_ids=cfg.model.segment_ids,
                                      head_dropout=cfg.model.head_dropout, head_init=cfg.model.head_init)
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
