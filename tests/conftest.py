@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny random BERT built on the fly, and small synthetic competition-format data sets."""
 from __future__ import annotations
 
+import json
+import os
 import random
 from pathlib import Path
 
@@ -93,6 +95,32 @@ def trained_run(tiny_dir, synthetic_dir, tmp_path_factory) -> Path:
     return run
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist each worker (and every process it starts) computes on one thread: the default, one thread
+    per core in every worker, oversubscribes the cores and spins."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_sessionfinish(session) -> None:
+    """A worker hands its rows of the compatibility matrix to the controller, which prints the table."""
+    import zoo
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["backbone_matrix"] = json.dumps(zoo.MATRIX)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    import zoo
+
+    for arch, row in json.loads(getattr(node, "workeroutput", {}).get("backbone_matrix", "{}")).items():
+        zoo.MATRIX.setdefault(arch, {}).update(row)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """The backbone compatibility matrix (tests/test_backbones.py), when those tests ran."""
     import zoo
@@ -104,5 +132,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.section("backbone compatibility matrix")
     terminalreporter.write_line("| architecture | " + " | ".join(seen) + " |")
     terminalreporter.write_line("|---" * (len(seen) + 1) + "|")
-    for arch, row in zoo.MATRIX.items():
+    order = [*zoo.ARCHITECTURES, *zoo.CAUSAL_ARCHITECTURES]
+    for arch, row in sorted(zoo.MATRIX.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99):
         terminalreporter.write_line(f"| {arch} | " + " | ".join(row.get(c, "-") for c in seen) + " |")
