@@ -5,3 +5,14 @@ methods) -> batch -> label scores (a method's Scorer) -> metrics / submission. E
 `python -m pet_mtl.predict`, `python -m pet_mtl.report`.
 """
 __version__ = "0.1.0"
+
+__all__ = ["Classifier"]
+
+
+def __getattr__(name: str):
+    """`pet_mtl.Classifier` without importing torch and transformers for every `python -m pet_mtl.<command>`."""
+    if name == "Classifier":
+        from pet_mtl.inference.classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'pet_mtl' has no attribute {name!r}")

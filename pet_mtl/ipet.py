@@ -29,10 +29,10 @@ from omegaconf import DictConfig
 
 from pet_mtl.cli import (
     CONF_DIR,
-    check_overrides,
+    check_training_command_line,
     friendly_errors,
-    register_user_pattern_sets,
 )
+from pet_mtl.core.device import resolve_device
 
 log = logging.getLogger("pet_mtl")
 SCORES = "unlabelled_scores.json"
@@ -84,7 +84,7 @@ def unlabelled_scores(run: Path, examples: Mapping[str, list[Any]], cfg: Any) ->
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved["ids"] == ids:
             return {t: torch.tensor(v) for t, v in saved["scores"].items()}
-    scores = {t: s.log_softmax(-1) for t, s in model_scores(run, examples, cfg, torch.device(cfg.train.device)).items()}
+    scores = {t: s.log_softmax(-1) for t, s in model_scores(run, examples, cfg, resolve_device(cfg.train.device, "train.device")).items()}
     atomic_write_text(path, json.dumps({"ids": ids, "scores": {t: s.tolist() for t, s in scores.items()}}))
     return scores
 
@@ -159,8 +159,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from pet_mtl.core.config import Config
-
-    check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
-    register_user_pattern_sets(sys.argv[1:])
+    check_training_command_line(sys.argv[1:])
     main()

@@ -1,6 +1,6 @@
 """`python -m pet_mtl.predict checkpoint=<run or checkpoint dir> [data.dir=...] [split=a|b]`: write a submission.
 
-`files={tnews: path, ...}` predicts any files instead (TSV or CLUE JSON lines); `labelled=true` also scores them.
+`+files.tnews=<path> [+files.ocnli=...]` predicts any files instead (TSV or CLUE JSON lines); `labelled=true` also scores them.
 """
 from __future__ import annotations
 

@@ -240,7 +240,8 @@ class PredictConfig:
     #: <run dir>/predict-<split>, or predict-files for files=
     output_dir: Optional[str] = None
     batch_size: int = 128
-    precision: str = "fp32"
+    #: auto: bf16 on a GPU that has it, else fp32; or fp32, bf16
+    precision: str = "auto"
     trust_pickle: bool = False
     #: refuse a checkpoint whose weights or special tokens do not match what it records (false: load and warn)
     strict: bool = True
@@ -252,7 +253,8 @@ class PredictConfig:
     save_scores: bool = False
     #: apply the checkpoint's calibration biases (calibration.json, fitted for macro-F1 after training)
     calibrate: bool = True
-    device: str = "cpu"
+    #: auto: the GPU when torch sees one, else the CPU; or cpu, cuda, cuda:N
+    device: str = "auto"
 
 
 @dataclass

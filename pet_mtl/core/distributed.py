@@ -35,10 +35,14 @@ class Dist:
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
     def device(self, configured: str) -> torch.device:
-        if configured.startswith("cuda") and self.world > 1:
+        """The configured device (`auto`: the GPU when torch sees one); under torchrun each rank its own GPU."""
+        from pet_mtl.core.device import resolve_device
+
+        device = resolve_device(configured, "train.device")
+        if device.type == "cuda" and self.world > 1:
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
-        return torch.device(configured)
+        return device
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order, on every rank."""

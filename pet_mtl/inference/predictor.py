@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from pet_mtl.core.console import console_is_terminal
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.precision import autocast
 from pet_mtl.core.tasks import get_task
@@ -38,7 +39,7 @@ def score_features(model: Scorer, features: Sequence[Feature], batch_size: int, 
     order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     mine_batches = batches[dist.rank::dist.world]
-    if progress and dist.is_main:
+    if progress and dist.is_main and console_is_terminal():
         from tqdm.auto import tqdm
 
         mine_batches = tqdm(mine_batches, desc=progress, unit="batch", leave=False, dynamic_ncols=True)
@@ -108,13 +109,15 @@ class Predictor:
         """[N, labels of the task] scores of one task's examples, in input order (averaged over patterns)."""
         return torch.cat([scores for _, scores in self.stream(examples)])
 
+    def calibrated(self, task: str, log_probs: torch.Tensor, calibrate: bool = True) -> torch.Tensor:
+        """One task's [N, labels] log-probabilities plus its calibration biases, if any (and `calibrate`): the
+        argmax of these is the decision."""
+        return log_probs + self.biases[task] if calibrate and task in self.biases else log_probs
+
     def decide(self, task: str, scores: torch.Tensor) -> list[int]:
         """Label indices from one task's [N, labels] scores: the argmax of the log-probabilities plus the task's
         calibration biases, if any."""
-        log_probs = scores.log_softmax(-1)
-        if task in self.biases:
-            log_probs = log_probs + self.biases[task]
-        return log_probs.argmax(-1).tolist()
+        return self.calibrated(task, scores.log_softmax(-1)).argmax(-1).tolist()
 
     def predict(self, examples: Sequence[Example]) -> list[int]:
         """Label indices of one task's examples, in input order."""

@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
-from pet_mtl.core.errors import CheckpointError, ConfigError
+from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import atomic_dir, json_line, remove_leftovers
-from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.tasks import TASKS, get_task, test_file
 from pet_mtl.data.readers import iter_examples
 from pet_mtl.inference import calibration
-from pet_mtl.inference.checkpoint import load_scorer, resolve
-from pet_mtl.inference.predictor import Predictor
+from pet_mtl.inference.checkpoint import resolve
+from pet_mtl.inference.classifier import Classifier
 from pet_mtl.metrics import classification_scores, competition_score
 
 log = logging.getLogger("pet_mtl")
@@ -96,7 +95,7 @@ def claimed(out: str | Path) -> Iterator[Path]:
 
 
 def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split: str, out_dir: str | Path,
-                     batch_size: int = 128, precision: str = "fp32", device: str = "cpu",
+                     batch_size: int = 128, precision: str = "auto", device: str = "auto",
                      trust_pickle: bool = False, files: dict[str, str | Path] | None = None,
                      labelled: bool = False, strict: bool = True, progress: bool = False,
                      save_scores: bool = False, calibrate: bool = True) -> Path:
@@ -108,7 +107,8 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
     over the task's labels, before calibration) for `python -m pet_mtl.ensemble`. A checkpoint's calibration biases
     (calibration.json) decide the labels unless `calibrate` is false."""
     with claimed(out_dir) as out:
-        ckpt, meta, featurizer, model = load_scorer(checkpoint, trust_pickle, strict)
+        clf = Classifier.from_pretrained(checkpoint, device, batch_size, precision, trust_pickle, strict, progress)
+        ckpt, meta = clf.checkpoint, clf.meta
         if files:
             unknown = sorted(set(files) - set(meta["tasks"]))
             if unknown:
@@ -121,13 +121,10 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                  ", ".join(f"{t}: {p}" for t, p in paths.items()), ckpt)
         for name, path in paths.items():  # every row of every file checked before any is scored (a cheap pass)
             collections.deque(iter_examples(path, get_task(name), labelled), maxlen=0)
-        dev = torch.device(device)
-        biases = calibration.load(ckpt, {t: get_task(t).labels for t in meta["tasks"]}) if calibrate else {}
-        if any(bool(b.any()) for b in biases.values()):
+        calibrated = [t for t in paths if clf.calibrated(t)] if calibrate else []
+        if calibrated:
             log.info("calibrated decisions: label biases from %s for %s", ckpt / calibration.CALIBRATION,
-                     ", ".join(t for t, b in biases.items() if b.any()))
-        predictor = Predictor(featurizer, model.to(dev), batch_size, precision, dev, pad_multiple(None, precision, dev),
-                              progress=progress, biases=biases)
+                     ", ".join(calibrated))
         rows, scores = {}, {}
 
         def write(tmp: Path) -> None:
@@ -140,14 +137,8 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                     out_fh = files.enter_context(open(tmp / submission_name(name), "w", encoding="utf-8"))
                     scores_fh = (files.enter_context(open(tmp / scores_name(name), "w", encoding="utf-8"))
                                  if save_scores else None)
-                    for chunk, log_probs in predictor.stream(iter_examples(path, task, labelled)):
-                        log_probs = log_probs.log_softmax(-1)
-                        bad = torch.isnan(log_probs).any(-1)
-                        if bool(bad.any()):  # never a submission of first labels from NaN scores
-                            ex = chunk[int(bad.nonzero()[0])]
-                            raise CheckpointError(ckpt, None, f"the model's scores for {name} row {ex.id} "
-                                                  f"({ex.source}) are not numbers (NaN); nothing was written")
-                        decided = predictor.decide(name, log_probs)
+                    for chunk, log_probs in clf.stream(iter_examples(path, task, labelled)):
+                        decided = clf.predictor.calibrated(name, log_probs, calibrate).argmax(-1).tolist()
                         out_fh.write("".join(json_line({"id": ex.id, "label": task.labels[p]})
                                              for ex, p in zip(chunk, decided)))
                         if scores_fh is not None:
