@@ -29,19 +29,33 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except PetMtlError as e:
-            logging.getLogger("pet_mtl").error("%s: %s", type(e).__name__, e)
+            _log_to_files(f"{type(e).__name__}: {e}")
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(getattr(e, "exit_code", 2))
+        except KeyboardInterrupt:  # outside the training loop (which stops cleanly itself): loading, predicting
+            _log_to_files("interrupted (Ctrl-C)")
+            print("error: interrupted (Ctrl-C); outputs are written whole or not at all, so none is half-written",
+                  file=sys.stderr)
+            sys.exit(130)
         except OSError as e:  # the disk is full, a folder is read-only, a symlink loop: the machine's, not a bug
             if e.errno not in FILESYSTEM_ERRNOS:
                 raise
             where = f"{e.filename}: " if e.filename else ""
             message = f"{where}{e.strerror or e}" + FILESYSTEM_ERRNOS[e.errno]
-            logging.getLogger("pet_mtl").error("%s", message)
+            _log_to_files(message)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def _log_to_files(message: str) -> None:
+    """The error into the run's log files (train.log), not the console: there the `error:` line says it once."""
+    logger = logging.getLogger("pet_mtl")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, (), None)
+    for handler in {*logging.getLogger().handlers, *logger.handlers}:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 #: file-system errors a user fixes on the machine, and what to add to the system's own words
@@ -84,6 +98,95 @@ def check_overrides(argv: list[str], schema: Any, groups: set[str], open_maps: s
         print(f"error: {o.input_line}: {key} is not a config key{hint} (all keys: {sys.argv[0].split('/')[-1]} "
               "--cfg job)", file=sys.stderr)
         sys.exit(2)
+    typed = OmegaConf.structured(schema)
+    for o in overrides:
+        key = o.key_or_group
+        if key in leaves and key not in groups and not any(key.startswith(f"{m}.") for m in open_maps):
+            _check_value(typed, o, key)
+
+
+#: what a typed config node takes, in a user's words
+_KINDS = {"FloatNode": "a number", "IntegerNode": "an integer", "BooleanNode": "true or false",
+          "StringNode": "a text", "ListConfig": "a list", "DictConfig": "a mapping"}
+
+
+def _values(o) -> list:
+    """The value(s) an override sets: each of a sweep's choices (ranges and intervals are Hydra's to check)."""
+    if not o.is_sweep_override():
+        return [o.value()]
+    try:
+        return list(o.sweep_iterator())
+    except Exception:
+        return []
+
+
+def _check_value(typed, o, key: str) -> None:
+    """One line naming the key, the value and what the key takes, where Hydra prints OmegaConf's 7-13 lines
+    (`train.lr=abc`, `pattern_roots=/path` without brackets, `seed=null`)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    parent, _, leaf = key.rpartition(".")
+    node = (OmegaConf.select(typed, parent) if parent else typed)._get_node(leaf)
+    kind = _KINDS.get(type(node).__name__, type(node).__name__)
+    for value in _values(o):
+        try:
+            OmegaConf.update(typed, key, value, merge=False)
+        except OmegaConfBaseException:
+            found = "null" if value is None else repr(value)
+            hint = f"; write {key}=[{value}]" if kind == "a list" and isinstance(value, str) else ""
+            print(f"error: {o.input_line}: {key} takes {kind}, not {found}{hint}", file=sys.stderr)
+            sys.exit(2)
+
+
+def check_group_choices(argv: list[str], groups: set[str]) -> None:
+    """`patterns=nosuch` in one line with the options (Hydra prints its search path): the shipped files of the
+    group, and for patterns the sets found in the command line's pattern_roots (registered before this runs)."""
+    from hydra.core.config_store import ConfigStore
+
+    for o in _overrides(argv):
+        group = o.key_or_group.lstrip("+")
+        if group not in groups:
+            continue
+        options = {p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")}
+        try:
+            options |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)}
+        except OSError:  # nothing registered for the group
+            pass
+        for value in _values(o):
+            if str(value) not in options:
+                hint = (" (a set of your own: <root>/sets/<name>.yaml, with pattern_roots=[<root>] on the command "
+                        "line)") if group == "patterns" else ""
+                print(f"error: {o.input_line}: no {group} option {value!r}; the options are "
+                      f"{', '.join(sorted(options))}{hint}", file=sys.stderr)
+                sys.exit(2)
+
+
+def resumed_argv(argv: list[str], run_key: str) -> list[str]:
+    """`train.resume=true` with the run's directory (`run_key`: hydra.run.dir, or pretrain's out_dir) is a whole
+    resume command: the run's own overrides (its .hydra/overrides.yaml) go first and the command line's after them,
+    a key given again replacing the saved one, so nothing of the original command need be repeated. Hydra then
+    writes no new .hydra/ record (hydra.output_subdir=null): the run's record stays the one that made it, and a
+    refused resume leaves the directory as it was."""
+    from pet_mtl.core.io import read_yaml
+
+    given = {o.key_or_group.lstrip("+"): o.value() for o in _overrides(argv) if not o.is_sweep_override()}
+    if str(given.get("train.resume")).lower() != "true" or not given.get(run_key):
+        return argv
+    record = Path(str(given[run_key])).expanduser() / ".hydra" / "overrides.yaml"
+    if not record.is_file():
+        return argv
+    try:
+        saved = read_yaml(record)
+    except PetMtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    parsed = _overrides(saved) if isinstance(saved, list) and all(isinstance(x, str) for x in saved) else []
+    if len(parsed) != len(saved or []):
+        print(f"error: {record}: not a run's record of its overrides (expected a list of key=value lines)",
+              file=sys.stderr)
+        sys.exit(2)
+    kept = [line for line, o in zip(saved, parsed) if o.key_or_group.lstrip("+") not in {*given, "train.overwrite"}]
+    return [*kept, *argv, "hydra.output_subdir=null"]
 
 
 def refuse_finished_run_dir(argv: list[str]) -> None:
@@ -115,6 +218,11 @@ def register_user_pattern_sets(argv: list[str]) -> None:
         if o.key_or_group.lstrip("+") in ("pattern_roots", "pattern_root") and not o.is_sweep_override():
             value = o.value()
             roots += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    for root in roots:
+        if not Path(root).expanduser().is_dir():
+            print(f"error: pattern_roots: {root} is not a folder (a pattern root holds <task>/<template>.j2 files and "
+                  "sets/<name>.yaml)", file=sys.stderr)
+            sys.exit(2)
     shipped = {p.stem for p in (Path(CONF_DIR) / "patterns").glob("*.yaml")}
     for name, path in user_set_files([Path(r) for r in roots]).items():
         if name in shipped:
@@ -131,3 +239,13 @@ def register_user_pattern_sets(argv: list[str]) -> None:
                   file=sys.stderr)
             sys.exit(2)
         ConfigStore.instance().store(group="patterns", name=name, node=node)
+
+
+def check_training_command_line(argv: list[str]) -> None:
+    """Before Hydra composes a training config (train, distill, ipet): the keys and their values, the user's pattern
+    sets registered, and the group choices, each problem in one line."""
+    from pet_mtl.core.config import Config
+
+    check_overrides(argv, Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
+    register_user_pattern_sets(argv)
+    check_group_choices(argv, {"patterns", "data"})

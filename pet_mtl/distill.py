@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from pet_mtl.cli import check_overrides, register_user_pattern_sets
+from pet_mtl.cli import check_training_command_line
 
 
 def main(argv: list[str]) -> list[str]:
@@ -23,11 +23,8 @@ def main(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from pet_mtl.core.config import Config
-
     sys.argv[1:] = main(sys.argv[1:])
-    check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
-    register_user_pattern_sets(sys.argv[1:])
+    check_training_command_line(sys.argv[1:])
     from pet_mtl.train import main as train_main
 
     train_main()

@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pet_mtl.cli import CONF_DIR, check_overrides, friendly_errors
+from pet_mtl.cli import CONF_DIR, check_overrides, friendly_errors, resumed_argv
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pretrain")
@@ -33,5 +33,6 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     from pet_mtl.core.config import PretrainConfig
 
+    sys.argv[1:] = resumed_argv(sys.argv[1:], "out_dir")
     check_overrides(sys.argv[1:], PretrainConfig, set(), {"text"})
     main()

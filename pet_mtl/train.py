@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 
 from pet_mtl.cli import (
     CONF_DIR,
-    check_overrides,
+    check_training_command_line,
     friendly_errors,
     refuse_finished_run_dir,
-    register_user_pattern_sets,
+    resumed_argv,
 )
 
 log = logging.getLogger("pet_mtl")
@@ -51,8 +51,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from pet_mtl.core.config import Config
-    check_overrides(sys.argv[1:], Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
+    sys.argv[1:] = resumed_argv(sys.argv[1:], "hydra.run.dir")
+    check_training_command_line(sys.argv[1:])
     refuse_finished_run_dir(sys.argv[1:])
-    register_user_pattern_sets(sys.argv[1:])
     main()

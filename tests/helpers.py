@@ -14,6 +14,22 @@ def make_cfg(*overrides: str, plots: bool = False):
         return compose(config_name="config", overrides=list(overrides) + extra)
 
 
+def run_and_interrupt(cmd: list[str], env: dict, log_file, needle: str, timeout: float = 240):
+    """Start `cmd`, send SIGINT (Ctrl-C) as soon as `log_file` shows `needle`, and return (exit status, stderr)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline and needle not in (
+            log_file.read_text(encoding="utf-8") if log_file.exists() else ""):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
 def run_and_kill(cmd: list[str], env: dict, state_file, timeout: float = 240) -> dict:
     """Start `cmd`, SIGKILL it as soon as `state_file` (a checkpoint's state.json) exists, and return that state:
     the kill lands wherever the run happens to be, as a real crash would."""

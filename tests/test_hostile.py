@@ -301,6 +301,9 @@ def test_resume_refuses_a_config_that_changes_the_result(trained, tiny_dir, synt
                         ("patterns.tnews=[tnews/about.j2]", "patterns.tnews")):
         with pytest.raises(ConfigError, match=f"differs from the run's .* in {key}"):
             Trainer(make_cfg(*base, change), run).fit()
+    # what decides the model or its data is never offered as a resume_changes, nor allowed by one
+    with pytest.raises(ConfigError, match="in seed: 42 -> 7; these decide the model or its data and cannot change"):
+        Trainer(make_cfg(*base, "seed=7", "train.resume_changes=[seed]"), run).fit()
     # what only changes how the run is watched passes, and a change the user names is allowed
     Trainer(make_cfg(*base, "train.log_every=1", "train.eval_batch_size=4"), run).fit()
     summary = Trainer(make_cfg(*base, "train.max_steps=8", "train.resume_changes=[train.max_steps]"), run).fit()

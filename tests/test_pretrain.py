@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FILLER
-from helpers import run_and_kill
+from helpers import run_and_interrupt
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
@@ -250,23 +250,28 @@ def run_cmd(model: Path, out: Path, text: Path, *extra: str) -> list[str]:
             "train.eval_every=10", "train.save_every=4", *extra]
 
 
-def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tiny_dir, corpus_file, tmp_path):
+def test_ctrl_c_then_the_out_dir_alone_resumes_to_the_weights_of_an_uninterrupted_run(tiny_dir, corpus_file,
+                                                                                      tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    full, killed = tmp_path / "full", tmp_path / "killed"
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
     subprocess.run(run_cmd(tiny_dir, full, corpus_file), check=True, env=env, capture_output=True, timeout=300)
-    state = killed / "checkpoint-last" / "train_state" / "state.json"
-    stopped_at = run_and_kill(run_cmd(tiny_dir, killed, corpus_file), env, state)["progress"]["step"]
-    assert stopped_at < 40
-    p = subprocess.run(run_cmd(tiny_dir, killed, corpus_file, "train.resume=true"), env=env, capture_output=True,
-                       text=True, timeout=300)
+    code, err = run_and_interrupt(run_cmd(tiny_dir, stopped, corpus_file, "train.log_every=1"), env,
+                                  stopped / "pretrain.log", "step 6/40")
+    stopped_at = json.loads((stopped / "checkpoint-last" / "train_state" / "state.json").read_text())["progress"]["step"]
+    resume = f"python -m pet_mtl.pretrain out_dir={stopped} train.resume=true"
+    assert code == 130 and err.splitlines()[-1] == (
+        f"error: interrupted at step {stopped_at} of 40: checkpoint-last (and the model in {stopped}) hold step "
+        f"{stopped_at}; go on with: {resume}"), err[-2000:]
+    assert 6 <= stopped_at < 40
+    p = subprocess.run([sys.executable, *resume.split()[1:]], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert f"resumed from {killed / 'checkpoint-last'} at step {stopped_at}" in (killed / "pretrain.log").read_text()
+    assert f"resumed from {stopped / 'checkpoint-last'} at step {stopped_at}" in (stopped / "pretrain.log").read_text()
     a = load_file(full / "model.safetensors")
-    b = load_file(killed / "model.safetensors")
+    b = load_file(stopped / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda h: [{k: v for k, v in e.items() if k not in ("train_seconds", "tokens_per_s")} for e in h]
     ha = json.loads((full / "metrics.json").read_text())
-    hb = json.loads((killed / "metrics.json").read_text())
+    hb = json.loads((stopped / "metrics.json").read_text())
     assert strip(ha["history"]) == strip(hb["history"]) and ha["files"] == hb["files"]
 
 

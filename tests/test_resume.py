@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL and resumed with train.resume=true ends exactly like an uninterrupted run."""
+"""A run stopped (Ctrl-C, or killed in the middle of a step) and resumed with train.resume=true ends exactly like an
+uninterrupted run."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from helpers import make_cfg, run_and_kill
+from helpers import make_cfg, run_and_interrupt
 from safetensors.torch import load_file
 
 TIMING = {"train_seconds", "eval_seconds", "train_examples_per_s"}
@@ -24,29 +25,38 @@ def without_timing(history):
     return [{k: v for k, v in e.items() if k not in TIMING} for e in history]
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_dir, synthetic_dir, tmp_path):
+def test_ctrl_c_saves_its_step_and_the_run_directory_alone_resumes_it_exactly(tiny_dir, synthetic_dir, tmp_path):
+    """SIGINT between two evaluations: the step it lands in is finished and saved, the process exits 130 with one
+    line naming the command that goes on; that command (the run directory and train.resume=true, nothing else)
+    ends the run as if it had never stopped: the same losses, scores, weights, optimizer moments and RNG state."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    full, killed = tmp_path / "full", tmp_path / "killed"
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
     subprocess.run(cmd(tiny_dir, synthetic_dir, full), check=True, env=env, capture_output=True, timeout=300)
 
-    state = killed / "checkpoint-last" / "train_state" / "state.json"
-    stopped_at = run_and_kill(cmd(tiny_dir, synthetic_dir, killed), env, state)["progress"]["step"]
-    assert stopped_at < 60
+    log = stopped / "train.log"
+    code, err = run_and_interrupt(cmd(tiny_dir, synthetic_dir, stopped, "train.log_every=1"), env, log, "step 7/60")
+    assert code == 130, err[-2000:]
+    step = json.loads((stopped / "checkpoint-last" / "pet_mtl.json").read_text())["step"]
+    resume = f"python -m pet_mtl.train hydra.run.dir={stopped} train.resume=true"
+    assert err.splitlines()[-1] == (f"error: interrupted at step {step} of 60: checkpoint-last holds step {step}; "
+                                    f"go on with: {resume}"), err[-2000:]
+    assert 7 <= step < 60 and "Traceback" not in err and err.count("interrupted at step") == 1
+    record = (stopped / ".hydra" / "overrides.yaml").read_text()
 
-    p = subprocess.run(cmd(tiny_dir, synthetic_dir, killed, "train.resume=true"), env=env, capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run([sys.executable, *resume.split()[1:]], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert f"resumed from {killed / 'checkpoint-last'} at step {stopped_at}" in (killed / "train.log").read_text()
+    assert f"resumed from {stopped / 'checkpoint-last'} at step {step}" in log.read_text()
+    assert (stopped / ".hydra" / "overrides.yaml").read_text() == record  # the run's record is the one that made it
 
     a = json.loads((full / "metrics.json").read_text())["history"]
-    b = json.loads((killed / "metrics.json").read_text())["history"]
+    b = json.loads((stopped / "metrics.json").read_text())["history"]
     assert [e["step"] for e in b] == list(range(5, 61, 5))
     assert without_timing(a) == without_timing(b)  # bit-identical losses and scores
     wa = load_file(full / "checkpoint-last" / "model" / "model.safetensors")
-    wb = load_file(killed / "checkpoint-last" / "model" / "model.safetensors")
+    wb = load_file(stopped / "checkpoint-last" / "model" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     sa = load_file(full / "checkpoint-last" / "train_state" / "tensors.safetensors")
-    sb = load_file(killed / "checkpoint-last" / "train_state" / "tensors.safetensors")
+    sb = load_file(stopped / "checkpoint-last" / "train_state" / "tensors.safetensors")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # optimizer moments and RNG state too
 
 

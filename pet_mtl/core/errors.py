@@ -44,8 +44,19 @@ class ConfigError(PetMtlError):
     """The configuration asks for something that cannot work; raised before any training step."""
 
 
+class InputError(PetMtlError, ValueError):
+    """A value given to the Python API (inference/classifier.py) is not what the task takes."""
+
+
 class CheckpointError(LocatedError):
     """A checkpoint directory is incomplete or unsafe to load."""
+
+
+class Interrupted(PetMtlError):
+    """The user stopped a run (Ctrl-C, SIGTERM): the message says which step is saved and the command that goes on.
+    Exit status 130, a shell's for an interrupted command."""
+
+    exit_code = 130
 
 
 class TrainingError(PetMtlError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +20,12 @@ LOCK_NAME = ".pet_mtl.lock"
 RESULTS = ("metrics.json", "checkpoint-best", "checkpoint-last", "model.safetensors")
 #: what a refused training can do instead (the command line's pre-check and the trainer say the same)
 TRAIN_CHOICES = "resume it with train.resume=true, choose a new hydra.run.dir, or pass train.overwrite=true to replace them"
+
+
+def resume_command(module: str, key: str, path: Path) -> str:
+    """What goes on from a run's checkpoint-last: its directory is enough (the entry point takes the run's own
+    overrides from its .hydra/overrides.yaml: cli.resumed_argv)."""
+    return shlex.join(["python", "-m", module, f"{key}={path}", "train.resume=true"])
 
 
 def refuse_results(path: Path, resume: bool, overwrite: bool, choices: str) -> None:

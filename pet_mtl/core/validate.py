@@ -43,12 +43,25 @@ RESUME_NEUTRAL = {"train.resume", "train.resume_changes", "train.overwrite", "tr
                   "train.predict_splits", "train.eval_batch_size", "train.tensorboard"}
 
 
+#: what a resumed run may change when train.resume_changes names it: how the rest of the run trains (length,
+#: schedule, evaluation); the model, the method, its patterns and the data are the saved weights' and position's
+RESUMABLE_CHANGES = ("train.",)
+
+
 def check_resume(saved: dict[str, Any], current: dict[str, Any], allowed: list[str], where: str) -> None:
     """Refuse to resume a run (its config saved at `where`) with a config that would compute something else: every
     key that differs must be one that changes nothing (RESUME_NEUTRAL) or one the user allowed."""
     was, now = flatten(saved), flatten(current)
-    changed = [k for k in sorted(set(was) | set(now)) if was.get(k, "<absent>") != now.get(k, "<absent>")
-               and k not in RESUME_NEUTRAL and not any(k == x or k.startswith(f"{x}.") for x in allowed)]
+    differ = [k for k in sorted(set(was) | set(now)) if was.get(k, "<absent>") != now.get(k, "<absent>")
+              and k not in RESUME_NEUTRAL]
+    fixed = [k for k in differ if not k.startswith(RESUMABLE_CHANGES)]
+    changed = [k for k in differ if not any(k == x or k.startswith(f"{x}.") for x in allowed)]
+    if fixed:  # the saved weights and data position would not fit them: never offered, never allowed
+        raise ConfigError(f"train.resume=true, but this config differs from the run's ({where}) in "
+                          + ", ".join(f"{k}: {was.get(k)} -> {now.get(k)}" for k in fixed)
+                          + "; these decide the model or its data and cannot change on resume: give only the run "
+                          "directory and train.resume=true (the run's own overrides are read from it), or start a new "
+                          "run")
     if changed:
         raise ConfigError(f"train.resume=true, but this config differs from the run's ({where}) in "
                           + ", ".join(f"{k}: {was.get(k)} -> {now.get(k)}" for k in changed)

@@ -33,11 +33,12 @@ from pet_mtl.backbones.contract import Backbone
 from pet_mtl.backbones.loading import check_positions, load_pretrained
 from pet_mtl.backbones.mlm import language_model, masked_lm_loss
 from pet_mtl.core.config import PRETRAIN_RANGES, InitConfig, PretrainConfig
+from pet_mtl.core.device import resolve_device
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import atomic_dir, atomic_write_text, remove_leftovers
 from pet_mtl.core.precision import autocast
-from pet_mtl.core.rundir import RunDirectory
+from pet_mtl.core.rundir import RunDirectory, resume_command
 from pet_mtl.core.validate import check_ranges
 from pet_mtl.data.corpus import (
     Corpus,
@@ -119,7 +120,7 @@ class Pretrainer(Loop):
         self.started = time.time()
         tr = cfg.train
         check_ranges(cfg, PRETRAIN_RANGES)
-        self.dist = Dist.from_env(tr.device.split(":")[0])
+        self.dist = Dist.from_env(resolve_device(tr.device, "train.device").type)
         if not self.dist.is_main:
             log.setLevel(logging.WARNING)
         self.out_dir = Path(self.dist.gather(str(out_dir))[0])
@@ -283,6 +284,13 @@ class Pretrainer(Loop):
         self.corpus.restore(CorpusState.from_json(saved["corpus"]))
         self.stream.restore(saved["stream"])
         log.info("resumed from %s at step %d", last, self.state.step)
+
+    def save_interrupted(self) -> str:
+        self.save(finished=False)
+        return f"checkpoint-last (and the model in {self.out_dir}) hold step {self.state.step}"
+
+    def resume_command(self) -> str:
+        return resume_command("pet_mtl.pretrain", "out_dir", self.out_dir)
 
     def _write_metrics(self, finished: bool) -> None:
         doc = {"finished": finished, "history": self.state.history, "step": self.state.step,

@@ -12,8 +12,13 @@ world), total_steps, runlog; and implements next_batch, counts, evaluate, save, 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,15 +26,43 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from pet_mtl.core.errors import CheckpointError, ConfigError, TrainingError
+from pet_mtl.core.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from pet_mtl.core.io import read_yaml
 from pet_mtl.core.precision import autocast
 from pet_mtl.core.validate import check_resume
 from pet_mtl.training.state import load_train_state, optimizer_from_flat, train_state_tensors
 
 
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """SIGINT (Ctrl-C) and SIGTERM during training are noted, not obeyed at once: the loop finishes its optimizer
+    step, saves checkpoint-last there and exits. A second one stops at once (a checkpoint being written stays whole:
+    it is swapped in atomically, so the previous one is then what resume reads)."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's to handle
+        yield noted
+        return
+
+    def note(signum, frame) -> None:
+        if noted:
+            raise KeyboardInterrupt
+        noted.append(signum)
+        logging.getLogger("pet_mtl").warning("%s: stopping after this step (again to stop at once)",
+                                             signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield noted
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 class Loop:
     cfg: Any
+    #: signals noted during the loop, and whether every rank saw one by the end of the last step
+    _stop_signals: list[int] = []
+    _stop_agreed: bool = False
     objective: Any
     algorithms: list
     started: float
@@ -69,6 +102,15 @@ class Loop:
     def resume(self) -> None:
         raise NotImplementedError
 
+    def save_interrupted(self) -> str:
+        """checkpoint-last at the current step, for a run the user stopped between two steps; returns what was
+        saved, in words (a run that keeps no resumable checkpoint says which step its last one holds)."""
+        raise NotImplementedError
+
+    def resume_command(self) -> str:
+        """The command that goes on from checkpoint-last."""
+        raise NotImplementedError
+
     # -- the loop ------------------------------------------------------------------------------
 
     def train_step(self) -> tuple[float, list[float]]:
@@ -98,8 +140,10 @@ class Loop:
         self.optimizer.zero_grad(set_to_none=True)
         for algorithm in self.algorithms:
             algorithm.after_step(self)
-        summed = self.dist.sum([loss_sum, *counts])
-        return summed[0] / self.dist.world, summed[1:]
+        # a stop request rides on the step's one all-reduce, so every rank stops after the same step
+        summed = self.dist.sum([loss_sum, *counts, float(bool(self._stop_signals))])
+        self._stop_agreed = summed[-1] > 0
+        return summed[0] / self.dist.world, summed[1:-1]
 
     def evaluation_context(self) -> ExitStack:
         """Every algorithm's context around an evaluation and the checkpoints it writes."""
@@ -124,7 +168,7 @@ class Loop:
         self.runlog.start(self.plan())
         self.before_first_step()
         self.model.train()
-        with self.runlog.training(self.total_steps, st.step):
+        with self.runlog.training(self.total_steps, st.step), stop_requests() as self._stop_signals:
             while st.step < self.total_steps:
                 t0 = time.time()
                 loss, counts = self.train_step()
@@ -138,6 +182,10 @@ class Loop:
                     self.evaluate()
                 if self.save_due(done):
                     self.save(finished=done)
+                if self._stop_agreed and not done:
+                    saved = self.save_interrupted()
+                    raise Interrupted(f"interrupted at step {st.step} of {self.total_steps}: {saved}; go on with: "
+                                      f"{self.resume_command()}")
         return self.finish()
 
     def speed(self) -> float:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pet_mtl.core.console import console_is_terminal
 from pet_mtl.core.io import atomic_write_text
 from pet_mtl.core.tasks import get_task
 from pet_mtl.training import plots
@@ -33,7 +34,7 @@ class RunLog:
         self.plots = plots
         self.name, self.unit = name, unit  # the bar's label; what the speed counts (examples, tokens)
         self.is_main = is_main
-        self.progress = progress and is_main
+        self.progress = progress and is_main and console_is_terminal()
         self.log_every = log_every
         self.window: deque[float] = deque(maxlen=max(1, log_every))
         self.bar = None
@@ -56,14 +57,15 @@ class RunLog:
 
     @contextlib.contextmanager
     def training(self, total: int, done: int) -> Iterator[None]:
-        """The progress bar for the loop; logging is routed through it so lines and bar do not tear each other."""
+        """The progress bar for the loop; the console's log lines are written above it (the root logger's console
+        handler, where Hydra puts it, routed through tqdm) so each line shows once and the bar stays whole."""
         if not self.progress:
             yield
             return
         from tqdm.auto import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        with logging_redirect_tqdm(loggers=[log]):
+        with logging_redirect_tqdm(loggers=[logging.getLogger()]):
             self.bar = tqdm(total=total, initial=done, desc=self.name, dynamic_ncols=True)
             try:
                 yield

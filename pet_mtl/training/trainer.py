@@ -20,12 +20,13 @@ from omegaconf import OmegaConf
 
 from pet_mtl.backbones.loading import build_tiny, check_positions, load_pretrained
 from pet_mtl.core.config import Config
+from pet_mtl.core.device import resolve_device
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import remove_leftovers
 from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.resources import CONF_DIR, data_dir
-from pet_mtl.core.rundir import TRAIN_CHOICES, RunDirectory
+from pet_mtl.core.rundir import TRAIN_CHOICES, RunDirectory, resume_command
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.regimes import load_task_data
 from pet_mtl.data.sampling import MultiTaskBatches
@@ -60,7 +61,7 @@ class Trainer(Loop):
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg = cfg
         self.started = time.time()
-        self.dist = Dist.from_env(cfg.train.device.split(":")[0])
+        self.dist = Dist.from_env(resolve_device(cfg.train.device, "train.device").type)
         if not self.dist.is_main:
             log.setLevel(logging.WARNING)
         self.run_dir = Path(self.dist.gather(str(run_dir))[0])  # ranks may disagree on Hydra's ${now:...}
@@ -256,6 +257,21 @@ class Trainer(Loop):
         ckpt_io.load_weights(self.model, last)
         self.restore_train_state(tensors, saved, last)
         log.info("resumed from %s at step %d", last, self.state.step)
+
+    def save_interrupted(self) -> str:
+        st, kept = self.state, self.cfg.train.checkpoint_last
+        if kept == "full":
+            with self.evaluation_context():
+                self._save("checkpoint-last", st.history[-1] if st.history else None, with_state=True)
+            if st.history:
+                self._write_metrics()
+            return f"checkpoint-last holds step {st.step}"
+        last = st.history[-1]["step"] if st.history else None
+        return (f"train.checkpoint_last={kept} keeps no resumable state"
+                + (f"; checkpoint-best holds the best evaluation up to step {last}" if last else "; nothing was saved"))
+
+    def resume_command(self) -> str:
+        return resume_command("pet_mtl.train", "hydra.run.dir", self.run_dir)
 
     def best_entry(self) -> dict[str, Any]:
         return max(self.state.history, key=lambda e: e["score"])
