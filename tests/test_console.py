@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from pet_mtl.cli import check_training_command_line
 
@@ -79,6 +81,24 @@ def test_piped_output_has_no_bar_frames_and_each_record_once(tmp_path):
     assert p.returncode == 0, out[-3000:]
     assert "\r" not in out
     _each_record_once(out)
+    # the log names the backbone and the data first, and where and how the run computes (device and precision: auto)
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    assert "backbone: a tiny random BERT built for the demo (model.path=null)" in out and f"data: {demo}" in out
+    assert ("on cuda in " if torch.cuda.is_available() else "on cpu in fp32") in out
+    assert "model.path is not set" not in out  # the demo's own data: no warning
+
+
+def test_the_tiny_model_on_real_data_is_warned_about(tiny_dir, synthetic_dir, tmp_path, caplog):
+    from helpers import make_cfg
+
+    from pet_mtl.training.trainer import Trainer
+
+    trainer = Trainer(make_cfg(f"data.dir={synthetic_dir}", "train.max_steps=1", "train.progress=false"), tmp_path)
+    lines = trainer.plan()
+    trainer.held.release()
+    assert f"data: {synthetic_dir} (regime full)" in lines
+    assert f"model.path is not set: this run trains the tiny random model built for the demo, which learns next to " \
+           f"nothing on {synthetic_dir}" in caplog.text
 
 
 def test_in_a_terminal_the_bar_shows_and_each_record_prints_once_above_it(tmp_path):

@@ -137,8 +137,9 @@ class TrainConfig(OptimizerConfig):
     group_by_length: bool = True
     #: round padded lengths up to a multiple; null = auto (8 for bf16 or GPU, 1 for fp32 on CPU: the faster there)
     pad_to_multiple_of: Optional[int] = None
-    #: fp32 | bf16 (autocast; about 2x faster on CPUs with AVX512-BF16 and on GPUs)
-    precision: str = "fp32"
+    #: auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 (autocast; about 2x faster on GPUs and CPUs with
+    #: AVX512-BF16, ~30x slower on CPUs without: auto never picks it on a CPU)
+    precision: str = "auto"
     #: evaluate (and keep the best checkpoint) every N optimizer steps, and always at the end; 0 = only at the end
     eval_every: int = 500
     eval_batch_size: int = 128
@@ -166,7 +167,8 @@ class TrainConfig(OptimizerConfig):
     #: after training, write a submission for these competition test files (a, b) with the best checkpoint
     predict_splits: List[str] = field(default_factory=lambda: ["a"])
     progress: bool = True
-    device: str = "cpu"
+    #: auto: the GPU when torch sees one, else the CPU; or cpu, cuda, cuda:N
+    device: str = "auto"
 
 
 @dataclass
@@ -322,8 +324,9 @@ class MaskingConfig:
 @dataclass
 class PretrainTrainConfig(OptimizerConfig):
     max_steps: int = 1000
-    #: fp32 | bf16 (autocast; faster on GPUs and CPUs with AVX512-BF16, ~30x slower on CPUs without)
-    precision: str = "fp32"
+    #: auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 (autocast; faster on GPUs and CPUs with
+    #: AVX512-BF16, ~30x slower on CPUs without)
+    precision: str = "auto"
     #: held-out pseudo-perplexity every N steps (and before the first step and at the end); 0 = only then
     eval_every: int = 200
     eval_batch_size: int = 64
@@ -340,7 +343,8 @@ class PretrainTrainConfig(OptimizerConfig):
     keep_checkpoint: bool = False
     num_threads: Optional[int] = None
     progress: bool = True
-    device: str = "cpu"
+    #: auto: the GPU when torch sees one, else the CPU; or cpu, cuda, cuda:N
+    device: str = "auto"
 
 
 @dataclass

@@ -35,3 +35,11 @@ def resolve_precision(configured: str, device: torch.device) -> str:
     if configured != "auto":
         return configured
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def settle(train_cfg, device: torch.device) -> None:
+    """A run's `auto` device and precision replaced by what they resolved to, so its checkpoints record the concrete
+    values and a resume compares those (a run saved as `cpu` before `auto` was the default resumes under it)."""
+    if train_cfg.device == "auto":
+        train_cfg.device = device.type
+    train_cfg.precision = resolve_precision(train_cfg.precision, device)

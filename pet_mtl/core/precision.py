@@ -8,14 +8,16 @@ from contextlib import nullcontext
 
 import torch
 
+from pet_mtl.core.device import resolve_precision
 from pet_mtl.core.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def autocast(device: torch.device, precision: str):
+    precision = resolve_precision(precision, device)
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"precision={precision!r}: expected auto, {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
     return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -27,4 +29,4 @@ def pad_multiple(configured: int | None, precision: str, device: torch.device) -
     (benchmarks/RESULTS.md). Everything past the config takes the resolved integer."""
     if configured is not None:
         return configured
-    return 8 if precision != "fp32" or device.type != "cpu" else 1
+    return 8 if resolve_precision(precision, device) != "fp32" or device.type != "cpu" else 1

@@ -33,7 +33,7 @@ from pet_mtl.backbones.contract import Backbone
 from pet_mtl.backbones.loading import check_positions, load_pretrained
 from pet_mtl.backbones.mlm import language_model, masked_lm_loss
 from pet_mtl.core.config import PRETRAIN_RANGES, InitConfig, PretrainConfig
-from pet_mtl.core.device import resolve_device
+from pet_mtl.core.device import resolve_device, settle
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import atomic_dir, atomic_write_text, remove_leftovers
@@ -142,6 +142,7 @@ class Pretrainer(Loop):
                                   f"({', '.join(foreign[:5])}); choose a new or empty folder (it writes a model there)")
             remove_leftovers(self.out_dir / "checkpoint-last")
         self.device = self.dist.device(tr.device)
+        settle(cfg.train, self.device)
         if tr.num_threads:
             torch.set_num_threads(tr.num_threads)
         torch.manual_seed(cfg.seed)

@@ -20,12 +20,12 @@ from omegaconf import OmegaConf
 
 from pet_mtl.backbones.loading import build_tiny, check_positions, load_pretrained
 from pet_mtl.core.config import Config
-from pet_mtl.core.device import resolve_device
+from pet_mtl.core.device import resolve_device, settle
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import remove_leftovers
 from pet_mtl.core.precision import pad_multiple
-from pet_mtl.core.resources import CONF_DIR, data_dir
+from pet_mtl.core.resources import CONF_DIR, DEMO_DIR, data_dir
 from pet_mtl.core.rundir import TRAIN_CHOICES, RunDirectory, resume_command
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.regimes import load_task_data
@@ -73,6 +73,7 @@ class Trainer(Loop):
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = self.dist.device(cfg.train.device)
+        settle(cfg.train, self.device)
         check_config(cfg)
         self.method = get_method(cfg.method)
         tr = cfg.train
@@ -187,12 +188,20 @@ class Trainer(Loop):
         rows = [f"{t}: {len(d.train)} train, {len(d.val)} validation"
                 + (f", {len(d.held_out)} held-out" if d.held_out else "") + " rows" for t, d in self.data.items()]
         per_step = tr.batch_size * tr.grad_accum * self.dist.world
-        return [f"run directory: {self.run_dir}", f"method {self.method.name} ({self.method.summary}); "
+        data = data_dir(cfg.data.dir)
+        if cfg.model.path is None and data != DEMO_DIR:
+            log.warning("model.path is not set: this run trains the tiny random model built for the demo, which "
+                        "learns next to nothing on %s; pass model.path=<a pretrained model's folder>", data)
+        backbone = (cfg.model.path if cfg.model.path is not None else
+                    "a tiny random BERT built for the demo (model.path=null): for trying the commands only")
+        return [f"run directory: {self.run_dir}", f"backbone: {backbone}", f"data: {data} (regime {cfg.data.regime}"
+                + (f", FewCLUE splits from {cfg.data.fewclue_dir})" if cfg.data.regime == "fewshot" else ")"),
+                f"method {self.method.name} ({self.method.summary}); "
                 f"regime {cfg.data.regime}; {'; '.join(rows)}", *self.featurizer.describe(),
                 f"plan: {self.total_steps} steps of {per_step} examples (batch {tr.batch_size} x accum {tr.grad_accum}"
                 f" x {self.dist.world} process(es)), {len(self.batches)} batches per epoch, sampling {tr.sampling}, "
                 f"{tr.batch_tasks}-task batches, evaluation every {tr.eval_every or self.total_steps} steps and at the end, "
-                f"on {self.device}", f"objective: {self.objective.describe()}",
+                f"on {self.device} in {tr.precision}", f"objective: {self.objective.describe()}",
                 *(line for a in self.algorithms for line in a.describe())]
 
     # -- evaluation, checkpoints, metrics ------------------------------------------------------
