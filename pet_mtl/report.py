@@ -31,6 +31,17 @@ class Run:
     score: float
     wall_seconds: float
     per_class: dict[str, dict[str, float]]  # task -> label code -> F1 (runs from before per-class metrics: empty)
+    #: the validation mean macro-F1 of predict's decisions (the calibration biases applied, 2-fold cross-fitted);
+    #: None for a run without calibration (train.calibrate=false, or written before it existed)
+    calibrated: float | None = None
+
+
+def calibrated_score(calibration: dict | None) -> float | None:
+    """The mean over tasks of what the calibrated decisions score on the validation split: each task's cross-fitted
+    macro-F1 where its biases were applied, its plain argmax where they were not (zero biases)."""
+    if not calibration:
+        return None
+    return statistics.fmean(float(r["cross_fitted"] if r["applied"] else r["before"]) for r in calibration.values())
 
 
 def read_run(metrics: Path) -> Run | None:
@@ -60,7 +71,7 @@ def read_run(metrics: Path) -> Run | None:
         run = Run(metrics.parent, params, scored_on, {t: float(s["macro_f1"]) for t, s in result["tasks"].items()},
                   float(result["score"]), float(doc.get("wall_seconds", float("nan"))),
                   {t: {code: float(c["f1"]) for code, c in s.get("per_class", {}).items()}
-                   for t, s in result["tasks"].items()})
+                   for t, s in result["tasks"].items()}, calibrated_score(doc.get("calibration")))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ConfigError(f"{metrics}: not a pet_mtl metrics.json ({scored_on} result: {type(e).__name__}: "
                           f"{str(e)[:100]})") from None
@@ -135,6 +146,8 @@ def aggregate(runs: list[Run], over: list[str]) -> tuple[list[str], list[dict]]:
         for t in tasks:
             row[t] = mean_std([m.tasks[t] for m in members if t in m.tasks])
         row["mean"] = mean_std([m.score for m in members])
+        calibrated = [m.calibrated for m in members if m.calibrated is not None]
+        row["calibrated"] = mean_std(calibrated) if len(calibrated) == len(members) else None
         row["wall_min"] = statistics.fmean(m.wall_seconds for m in members) / 60
         row["per_class"] = {t: {code: statistics.fmean(m.per_class[t][code] for m in members
                                                        if code in m.per_class.get(t, {}))
@@ -145,17 +158,20 @@ def aggregate(runs: list[Run], over: list[str]) -> tuple[list[str], list[dict]]:
 
 
 def _tasks_of(rows: list[dict], varying: list[str]) -> list[str]:
-    return [k for k in rows[0] if k not in varying and k not in ("n", "scored_on", "mean", "wall_min", "per_class")]
+    return [k for k in rows[0] if k not in varying and k not in ("n", "scored_on", "mean", "calibrated", "wall_min",
+                                                                   "per_class")]
 
 
 def markdown(varying: list[str], rows: list[dict], over: list[str]) -> str:
     tasks = _tasks_of(rows, varying)
-    head = [*varying, *(f"{t} F1" for t in tasks), "mean F1", f"n ({', '.join(over)})", "scored on", "wall min/run"]
+    head = [*varying, *(f"{t} F1" for t in tasks), "mean F1", "calibrated (val)", f"n ({', '.join(over)})",
+            "scored on", "wall min/run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [str(row[k]) for k in varying]
         cells += [_pm(*row[t]) for t in tasks]
-        cells += [_pm(*row["mean"], bold=True), str(row["n"]), row["scored_on"], f"{row['wall_min']:.1f}"]
+        cells += [_pm(*row["mean"], bold=True), "—" if row["calibrated"] is None else _pm(*row["calibrated"]),
+                  str(row["n"]), row["scored_on"], f"{row['wall_min']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -182,11 +198,13 @@ def write_csv(path: Path, varying: list[str], rows: list[dict]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow([*varying, "n", "scored_on", *(f"{t}_f1_{s}" for t in tasks for s in ("mean", "std")),
-                    "mean_f1_mean", "mean_f1_std", "wall_seconds_mean"])
+                    "mean_f1_mean", "mean_f1_std", "calibrated_mean", "calibrated_std", "wall_seconds_mean"])
         for row in rows:
             w.writerow([*(row[k] for k in varying), row["n"], row["scored_on"],
                         *("" if v is None else f"{v:.6f}" for t in tasks for v in row[t]), f"{row['mean'][0]:.6f}",
-                        "" if row["mean"][1] is None else f"{row['mean'][1]:.6f}", f"{row['wall_min'] * 60:.1f}"])
+                        "" if row["mean"][1] is None else f"{row['mean'][1]:.6f}",
+                        *("" if v is None else f"{v:.6f}" for v in (row["calibrated"] or (None, None))),
+                        f"{row['wall_min'] * 60:.1f}"])
 
 
 def write_png(path: Path, varying: list[str], rows: list[dict], title: str) -> None:

@@ -47,6 +47,9 @@ def test_train_entry_point_writes_metrics_checkpoint_log_and_submissions(demo_ru
     for split in ("a", "b"):
         assert zipfile.ZipFile(run_dir / f"submission-{split}" / "submit.zip").testzip() is None
     assert f"run directory:   {run_dir}" in p.stdout and "submission (b):" in p.stdout
+    calibrated = json.loads((run_dir / "metrics.json").read_text())["calibration"]
+    mean = sum(r["cross_fitted"] if r["applied"] else r["before"] for r in calibrated.values()) / len(calibrated)
+    assert f"; mean {mean:.4f} (predict's decisions: the biases of checkpoint-best/calibration.json" in p.stdout
 
 
 def test_predict_entry_point_preserves_ids_and_order(demo_run, tmp_path):

@@ -113,3 +113,20 @@ def test_the_auxiliary_mlm_refuses_several_processes_itself(tiny_dir, synthetic_
     with pytest.raises(ConfigError, match="outside DistributedDataParallel"):
         AuxiliaryMLM(cfg, run.data, run.tokenizer, run.model.mlm, world=2)
     assert AuxiliaryMLM(cfg, run.data, run.tokenizer, run.model.mlm, world=1).weight == 0.1
+
+
+def test_early_stopping_ends_the_run_after_patience_evaluations_without_a_better_score(tiny_dir, synthetic_dir,
+                                                                                         tmp_path):
+    """A learning rate too small to move any decision: the second evaluation ties the first, which is no better, so
+    train.patience=1 ends the run there, 28 steps early; checkpoint-best is the first evaluation's."""
+    cfg = make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=30", "train.eval_every=1",
+                   "train.batch_size=8", "train.lr=1e-12", "train.patience=1", "train.progress=false",
+                   "train.predict_splits=[]", "train.calibrate=false")
+    summary = Trainer(cfg, tmp_path / "run").fit()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [e["step"] for e in metrics["history"]] == [1, 2] and metrics["finished"]
+    assert metrics["stopped_early"] == {"step": 2, "best_step": 1, "patience": 1}
+    assert summary["best"]["step"] == 1
+    assert json.loads((tmp_path / "run" / "checkpoint-best" / "pet_mtl.json").read_text())["step"] == 1
+    with pytest.raises(ConfigError, match="train.patience=0"):
+        Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.patience=0"), tmp_path / "x")

@@ -30,7 +30,7 @@ def test_report_aggregates_seeds_into_one_row_per_method(sweep, tmp_path):
     out = report(sweep, "--out", tmp_path)
     assert out.returncode == 0, out.stderr
     table = out.stdout.splitlines()
-    assert table[0].startswith("| method | ocnli F1 | ocemotion F1 | tnews F1 | mean F1 | n (seed)")
+    assert table[0].startswith("| method | ocnli F1 | ocemotion F1 | tnews F1 | mean F1 | calibrated (val) | n (seed)")
     assert [line.split(" | ")[0] for line in table[2:4]] == ["| pet", "| heads"]
     assert (tmp_path / "report.md").read_text() == "\n".join(table[:4]) + "\n"
     png = (tmp_path / "report.png").read_bytes()
@@ -49,6 +49,10 @@ def test_report_aggregates_seeds_into_one_row_per_method(sweep, tmp_path):
         scores = [d["best"]["score"] for d in docs]
         assert float(row["mean_f1_mean"]) == pytest.approx(statistics.fmean(scores), abs=1e-6)
         assert float(row["mean_f1_std"]) == pytest.approx(statistics.stdev(scores), abs=1e-6)
+        # the calibrated column: what predict's decisions score, each task's cross-fitted F1 where biases applied
+        calibrated = [statistics.fmean(r["cross_fitted"] if r["applied"] else r["before"]
+                                       for r in d["calibration"].values()) for d in docs]
+        assert float(row["calibrated_mean"]) == pytest.approx(statistics.fmean(calibrated), abs=1e-6)
         tnews = [d["best"]["tasks"]["tnews"]["macro_f1"] for d in docs]
         assert float(row["tnews_f1_mean"]) == pytest.approx(statistics.fmean(tnews), abs=1e-6)
         assert float(row["wall_seconds_mean"]) == pytest.approx(statistics.fmean(d["wall_seconds"] for d in docs),

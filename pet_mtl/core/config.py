@@ -142,6 +142,8 @@ class TrainConfig(OptimizerConfig):
     precision: str = "auto"
     #: evaluate (and keep the best checkpoint) every N optimizer steps, and always at the end; 0 = only at the end
     eval_every: int = 500
+    #: early stopping: end the run after this many evaluations in a row without a better mean macro-F1 (null: off)
+    patience: Optional[int] = None
     eval_batch_size: int = 128
     #: log a line every N steps when the progress bar is off (train.progress=false)
     log_every: int = 100
@@ -404,6 +406,7 @@ TRAIN_RANGES = {
     "seed": SEED_RANGE, "data.split_seed": SEED_RANGE, "model.tiny.hidden": _at_least(1),
     "model.tiny.layers": _at_least(1), "model.tiny.heads": _at_least(1),
     "train.eval_every": _at_least(0), "train.log_every": _at_least(0), "train.num_threads": _at_least(1, True),
+    "train.patience": _at_least(1, True),
     "train.pad_to_multiple_of": _at_least(1, optional=True), "model.max_length": _at_least(8),
     "model.cln_dim": _at_least(1), "model.head_dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
     "data.val_size": _above(0), "data.max_train_per_task": _at_least(1, True),

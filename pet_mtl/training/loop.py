@@ -178,10 +178,17 @@ class Loop:
                 st.losses.append(loss)
                 self.runlog.step(st.step, self.total_steps, loss, self.scheduler.get_last_lr()[0], self.speed())
                 done = st.step == self.total_steps
-                if done or (tr.eval_every and st.step % tr.eval_every == 0):
+                evaluated = done or bool(tr.eval_every and st.step % tr.eval_every == 0)
+                if evaluated:
                     self.evaluate()
                 if self.save_due(done):
                     self.save(finished=done)
+                reason = None if done or not evaluated else next(
+                    (r for r in (a.stop_training(self) for a in self.algorithms) if r), None)
+                if reason:
+                    logging.getLogger("pet_mtl").info("stopping at step %d of %d: %s", st.step, self.total_steps,
+                                                      reason)
+                    break
                 if self._stop_agreed and not done:
                     saved = self.save_interrupted()
                     raise Interrupted(f"interrupted at step {st.step} of {self.total_steps}: {saved}; go on with: "

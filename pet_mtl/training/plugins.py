@@ -58,6 +58,11 @@ class Algorithm:
         """Around an evaluation and the checkpoints it writes (the weight average swaps itself in here)."""
         return nullcontext()
 
+    def stop_training(self, run: Any) -> str | None:
+        """After each evaluation (and its checkpoints): a reason to end the run there (early stopping), or None.
+        Every rank must answer alike (decide from what every rank has: the evaluation history)."""
+        return None
+
     def on_fit_end(self, run: Any) -> dict[str, Any]:
         """After the last step and evaluation: keys for metrics.json (e.g. calibration, the held-out score)."""
         return {}

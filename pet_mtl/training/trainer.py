@@ -301,5 +301,6 @@ class Trainer(Loop):
         self.runlog.close()
         st = self.state
         return {"best": self.best_entry(), "last": st.history[-1], "held_out": extra.get("held_out"),
+                "calibration": extra.get("calibration"),
                 "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoint-best"),
                 "is_main": self.dist.is_main}

@@ -1,6 +1,6 @@
 """The registry of training algorithms: name -> factory(run) -> Algorithm, or None when the run has it off.
 
-Built in, in event order: the held-out score and calibration (end of fit), the weight average (train.ema), the
+Built in, in event order: the held-out score and calibration (end of fit), early stopping, the weight average (train.ema), the
 auxiliary masked-LM loss (train.mlm_weight). A factory is called once the run's model, data and tokenizer exist;
 it reads `run.cfg` and may refuse the run (ConfigError) with the reason. Add one with `register_algorithm`.
 """
@@ -33,6 +33,12 @@ def _calibrate(run):
     return Calibrate() if run.cfg.train.calibrate else None
 
 
+def _early_stopping(run):
+    from pet_mtl.training.algorithms.end_of_fit import EarlyStopping
+
+    return EarlyStopping(run.cfg.train.patience) if run.cfg.train.patience else None
+
+
 def _ema(run):
     from pet_mtl.training.algorithms.ema import EMA
 
@@ -49,6 +55,7 @@ def _aux_mlm(run):
 
 register_algorithm("held_out", _held_out)
 register_algorithm("calibrate", _calibrate)
+register_algorithm("early_stopping", _early_stopping)
 register_algorithm("ema", _ema)
 register_algorithm("aux_mlm", _aux_mlm)
 

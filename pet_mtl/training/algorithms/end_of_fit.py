@@ -33,3 +33,29 @@ class Calibrate(Algorithm):
         fitted = calibration.fit_and_save(run.best_predictor(), {t: d.val for t, d in run.data.items()},
                                           run.run_dir / "checkpoint-best", run.dist.is_main)
         return {"calibration": fitted}
+
+
+class EarlyStopping(Algorithm):
+    """End the run once `patience` evaluations in a row have not beaten the best one (checkpoint-best is that one).
+    Decided from the evaluation history alone, which resume restores, so it holds no state of its own."""
+
+    name = "early_stopping"
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.stopped: dict[str, Any] | None = None
+
+    def stop_training(self, run) -> str | None:
+        history = run.state.history
+        best = max(range(len(history)), key=lambda i: history[i]["score"])  # the first of equal bests
+        if len(history) - 1 - best < self.patience:
+            return None
+        self.stopped = {"step": run.state.step, "best_step": history[best]["step"], "patience": self.patience}
+        return (f"{self.patience} evaluation(s) without beating step {history[best]['step']}'s "
+                f"{history[best]['score']:.4f} (train.patience={self.patience})")
+
+    def on_fit_end(self, run) -> dict[str, Any]:
+        return {"stopped_early": self.stopped}
+
+    def describe(self) -> list[str]:
+        return [f"early stopping: after {self.patience} evaluation(s) without a better mean macro-F1"]
