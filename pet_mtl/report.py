@@ -20,6 +20,7 @@ from pathlib import Path
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import read_yaml
 from pet_mtl.core.tasks import get_task
+from pet_mtl.metrics import calibrated_score
 
 
 @dataclass
@@ -34,14 +35,6 @@ class Run:
     #: the validation mean macro-F1 of predict's decisions (the calibration biases applied, 2-fold cross-fitted);
     #: None for a run without calibration (train.calibrate=false, or written before it existed)
     calibrated: float | None = None
-
-
-def calibrated_score(calibration: dict | None) -> float | None:
-    """The mean over tasks of what the calibrated decisions score on the validation split: each task's cross-fitted
-    macro-F1 where its biases were applied, its plain argmax where they were not (zero biases)."""
-    if not calibration:
-        return None
-    return statistics.fmean(float(r["cross_fitted"] if r["applied"] else r["before"]) for r in calibration.values())
 
 
 def read_run(metrics: Path) -> Run | None:

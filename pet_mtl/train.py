@@ -28,7 +28,7 @@ log = logging.getLogger("pet_mtl")
 def main(cfg: DictConfig) -> float:
     from pet_mtl.core.resources import data_dir
     from pet_mtl.inference.submission import write_submission
-    from pet_mtl.report import calibrated_score
+    from pet_mtl.metrics import calibrated_score, calibrated_task_score
     from pet_mtl.training.trainer import Trainer
 
     summary = Trainer(cfg, Path(HydraConfig.get().runtime.output_dir)).fit()
@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> float:
           + f"; mean {best['score']:.4f}")
     calibrated = calibrated_score(summary["calibration"])
     if calibrated is not None:
-        print("calibrated:      " + ", ".join(f"{t} macro-F1 {r['cross_fitted'] if r['applied'] else r['before']:.4f}"
+        print("calibrated:      " + ", ".join(f"{t} macro-F1 {calibrated_task_score(r):.4f}"
                                               for t, r in summary["calibration"].items())
               + f"; mean {calibrated:.4f} (predict's decisions: the biases of checkpoint-best/calibration.json, "
               "2-fold cross-fitted on the validation split)")

@@ -50,6 +50,12 @@ def test_train_entry_point_writes_metrics_checkpoint_log_and_submissions(demo_ru
     calibrated = json.loads((run_dir / "metrics.json").read_text())["calibration"]
     mean = sum(r["cross_fitted"] if r["applied"] else r["before"] for r in calibrated.values()) / len(calibrated)
     assert f"; mean {mean:.4f} (predict's decisions: the biases of checkpoint-best/calibration.json" in p.stdout
+    # the model card beside the weights: what made it, and its argmax and calibrated validation scores
+    card = (run_dir / "checkpoint-best" / "README.md").read_text(encoding="utf-8")
+    best = json.loads((run_dir / "metrics.json").read_text())["best"]
+    assert card.startswith("# pet_mtl pet classifier: ocnli, ocemotion, tnews")
+    assert "- made by: `python -m pet_mtl.train train.max_steps=4 train.eval_every=2 train.progress=false" in card
+    assert f"| mean | {best['score']:.4f} | {mean:.4f} |" in card and "tiny random BERT" in card
 
 
 def test_predict_entry_point_preserves_ids_and_order(demo_run, tmp_path):

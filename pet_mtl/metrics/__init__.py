@@ -32,3 +32,16 @@ def classification_scores(predictions: Sequence[int], references: Sequence[int],
 def competition_score(per_task: Mapping[str, Mapping[str, float]]) -> float:
     """The leaderboard number: the unweighted mean of the tasks' macro-F1."""
     return sum(s["macro_f1"] for s in per_task.values()) / len(per_task)
+
+
+def calibrated_task_score(report: Mapping[str, object]) -> float:
+    """What a task's calibrated decisions score on the validation split (one entry of metrics.json's
+    `calibration`): the cross-fitted macro-F1 where its biases were applied, its plain argmax where they were not."""
+    return float(report["cross_fitted"] if report["applied"] else report["before"])
+
+
+def calibrated_score(calibration: Mapping[str, Mapping[str, object]] | None) -> float | None:
+    """The mean over tasks of `calibrated_task_score`; None for a run without calibration."""
+    if not calibration:
+        return None
+    return sum(calibrated_task_score(r) for r in calibration.values()) / len(calibration)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from pet_mtl.core.config import Config
 from pet_mtl.core.device import resolve_device, settle
 from pet_mtl.core.distributed import Dist
 from pet_mtl.core.errors import ConfigError
-from pet_mtl.core.io import remove_leftovers
+from pet_mtl.core.io import atomic_write_text, remove_leftovers
 from pet_mtl.core.precision import pad_multiple
 from pet_mtl.core.resources import CONF_DIR, DEMO_DIR, data_dir
 from pet_mtl.core.rundir import TRAIN_CHOICES, RunDirectory, resume_command
@@ -34,6 +36,7 @@ from pet_mtl.inference import checkpoint as ckpt_io
 from pet_mtl.inference.predictor import Predictor
 from pet_mtl.methods import MethodOptions, build_scorer, get_method
 from pet_mtl.methods.features import Feature, collate
+from pet_mtl.metrics import calibrated_score, calibrated_task_score
 from pet_mtl.prompts import load_pattern_set, read_yaml
 from pet_mtl.training.algorithms import build_algorithms
 from pet_mtl.training.checks import check as check_config
@@ -254,10 +257,45 @@ class Trainer(Loop):
         if with_state and self.cfg.train.checkpoint_last == "full":
             state = self.train_state()
         if self.dist.is_main:
+            def extra(tmp: Path) -> None:
+                if state is not None:
+                    write_train_state(tmp, *state)
+                if name == "checkpoint-best":
+                    (tmp / "README.md").write_text(self.model_card(metrics), encoding="utf-8")
+
             ckpt_io.save_checkpoint(self.run_dir / name, self.model, self.tokenizer, self.meta(metrics),
-                                    OmegaConf.to_yaml(self.cfg, resolve=True),
-                                    None if state is None else lambda tmp: write_train_state(tmp, *state))
+                                    OmegaConf.to_yaml(self.cfg, resolve=True), extra)
         self.dist.barrier()
+
+    def model_card(self, metrics: dict[str, Any] | None, calibration: dict[str, Any] | None = None) -> str:
+        """checkpoint-best/README.md: what the model is and how it scored, for whoever finds the folder."""
+        cfg, tr = self.cfg, self.cfg.train
+        command = (shlex.join(["python", "-m", f"pet_mtl.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+                   if Path(sys.argv[0]).parent.name == "pet_mtl" else "(built in Python: pet_mtl.training.Trainer)")
+        lines = [f"# pet_mtl {self.method.name} classifier: {', '.join(self.featurizer.tasks)}", "",
+                 f"- backbone: `{cfg.model.path or 'a tiny random BERT built for the demo'}`",
+                 f"- method: {self.method.name} ({self.method.summary})",
+                 f"- data: `{data_dir(cfg.data.dir)}`, regime {cfg.data.regime}",
+                 f"- training: step {self.state.step} of {self.total_steps}, batch {tr.batch_size} x {tr.grad_accum} "
+                 f"x {self.dist.world}, lr {tr.lr:g}, seed {cfg.seed}, on {tr.device} in {tr.precision}",
+                 f"- made by: `{command}`"]
+        if self.patterns:
+            lines += ["", "## Patterns", ""] + [f"- {t}: {', '.join(p.name for p in ps)}"
+                                                 for t, ps in self.patterns.items() if ps]
+        if metrics:
+            lines += ["", f"## Validation macro-F1 (step {metrics['step']})", "",
+                      "| task | argmax | calibrated |", "|---|---|---|"]
+            for t, scores in metrics["tasks"].items():
+                c = (calibration or {}).get(t)
+                cal = "" if c is None else f"{calibrated_task_score(c):.4f}"
+                lines.append(f"| {t} | {scores['macro_f1']:.4f} | {cal} |")
+            cal = calibrated_score(calibration)
+            lines.append(f"| mean | {metrics['score']:.4f} | {'' if cal is None else f'{cal:.4f}'} |")
+            if calibration is None:
+                lines += ["", "Calibrated: fitted at the end of training (train.calibrate), not yet."]
+        lines += ["", "Use: `python -m pet_mtl.predict checkpoint=<this folder>` or "
+                  "`pet_mtl.Classifier.from_pretrained(<this folder>).predict(task, texts)`.", ""]
+        return "\n".join(lines)
 
     def resume(self) -> None:
         last = self.run_dir / "checkpoint-last"
@@ -298,6 +336,9 @@ class Trainer(Loop):
         for algorithm in self.algorithms:
             extra.update(algorithm.on_fit_end(self))
         self._write_metrics(finished=True, **extra)
+        if self.dist.is_main:  # the card again, now with the calibrated scores
+            atomic_write_text(self.run_dir / "checkpoint-best" / "README.md",
+                              self.model_card(self.best_entry(), extra.get("calibration")))
         self.runlog.close()
         st = self.state
         return {"best": self.best_entry(), "last": st.history[-1], "held_out": extra.get("held_out"),
