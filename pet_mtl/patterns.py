@@ -24,6 +24,7 @@ import yaml
 
 from pet_mtl.core.config import DataConfig
 from pet_mtl.core.errors import PetMtlError
+from pet_mtl.core.io import atomic_write_text
 from pet_mtl.core.resources import CONF_DIR, data_dir
 from pet_mtl.core.tasks import TASKS, get_task
 from pet_mtl.data.readers import Example, read_examples, stratified_split
@@ -37,6 +38,7 @@ from pet_mtl.prompts import (
     pattern_roots,
     read_yaml,
     user_set_files,
+    verbalizer_files,
 )
 
 CJK = re.compile(r"[\u4e00-\u9fff]+")
@@ -111,20 +113,25 @@ def _add_patterns(p: argparse.ArgumentParser) -> None:
 def check(args) -> int:
     roots = pattern_roots(args.roots)
     tokenizer = _tokenizer_and_model(args.model)[0] if args.model else None
-    failures = 0
+    problems: dict[str, None] = {}  # each problem once, however many verbalizers a broken template is paired with
+
+    def problem(message: str) -> None:
+        if message not in problems:
+            problems[message] = None
+            print(f"error: {message}")
+
     for root in roots:
         for template in sorted(root.glob("*/*.j2")):
             task = template.parent.name
             if task not in TASKS:
-                print(f"error: {template}: folder {task!r} is not a task ({', '.join(TASKS)})")
-                failures += 1
+                problem(f"{template}: folder {task!r} is not a task ({', '.join(TASKS)})")
                 continue
-            try:
-                names = list(read_yaml(template.parent / "verbalizers.yaml") or {})
-            except (OSError, PetMtlError) as e:
-                print(f"error: {template.parent / 'verbalizers.yaml'}: {str(e).splitlines()[0]}")
-                failures += 1
-                continue
+            names: dict[str, None] = {}  # the verbalizers it can be paired with: its folder's in every root
+            for vfile in verbalizer_files(str(template), template, roots):
+                try:
+                    names.update(dict.fromkeys(read_yaml(vfile) or {}) if vfile.is_file() else {})
+                except (OSError, PetMtlError) as e:
+                    problem(str(e).splitlines()[0])
             for name in names:
                 try:
                     p = load_pattern(task, PatternSpec(str(template), name), roots)
@@ -136,8 +143,7 @@ def check(args) -> int:
                         detail = " | " + featurizer.describe()[0].split(": ", 1)[1]  # its warnings are logged
                     print(f"ok: {template} @{name}{detail}")
                 except PetMtlError as e:
-                    print(f"error: {e}")
-                    failures += 1
+                    problem(str(e))
     for name in args.sets:
         try:
             loaded = load_pattern_set(_pattern_set(name, roots), list(TASKS), roots)
@@ -148,10 +154,9 @@ def check(args) -> int:
                     check_causal_pattern(p)
             print(f"ok: pattern set {name}")
         except PetMtlError as e:
-            print(f"error: pattern set {name}: {e}")
-            failures += 1
-    print(f"{failures} problem(s)" if failures else "all patterns valid")
-    return 1 if failures else 0
+            problem(f"pattern set {name}: {e}")
+    print(f"{len(problems)} problem(s)" if problems else "all patterns valid")
+    return 1 if problems else 0
 
 
 # ---------------------------------------------------------------- preview
@@ -253,6 +258,13 @@ def search_verbalizers(args) -> int:
     from pet_mtl.methods import build_scorer
 
     task = get_task(args.task)
+    out = Path(args.out)  # refused before the search, not after it
+    existing = read_yaml(out) if out.is_file() else {}
+    if not isinstance(existing, dict):
+        raise PetMtlError(f"{out}: not a verbalizer file (a mapping name -> {{label: word}}); choose another --out")
+    if args.name in existing and not args.replace:
+        raise PetMtlError(f"{out} has a verbalizer named {args.name!r} already; pass --replace to replace it, or "
+                          "another --name (the file's other verbalizers are always kept)")
     tokenizer, mlm = _tokenizer_and_model(args.model)
     train = _labelled(task.name, args, args.rows, part="train")
     if args.words:
@@ -296,21 +308,38 @@ def search_verbalizers(args) -> int:
         if len(chosen) == task.num_labels:
             break
     found = {code: chosen[code] for code in task.labels}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump({args.name: found}, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    print(f"searched {len(words)} candidate words of {args.tokens} token(s) on {len(train)} training rows; "
-          f"wrote verbalizer {args.name!r} to {out}")
+    print(f"searched {len(words)} candidate words of {args.tokens} token(s) on {len(train)} training rows")
     for code in task.labels:
         name = task.label_names.get(code, code)
         print(f"  {code} {name if name != code else ''}: {found[code]} (margin {margin[task.label_index(code)].max():.2f})")
     val = _labelled(task.name, args, args.rows)
-    for title, verbalizer in (("shipped", probe.verbalizer), ("found", found)):
+    zero_shot_f1 = {}
+    for title, verbalizer, where in (("current", probe.verbalizer, probe.verbalizer_origin),
+                                     ("found", found, "this search")):
         p = Pattern(task.name, f"{probe.name}@{title}", probe.source, verbalizer, probe.origin, scoring="word_mean")
         f, m = build_scorer("pet", tokenizer, mlm, {task.name: [p]}, [task.name], args.max_length)
-        s = score_predictions(val, Predictor(f, m.eval()).predict(val))
-        print(f"zero-shot on {len(val)} validation rows, {title} verbalizer: macro-F1 {s['macro_f1']:.4f}, "
-              f"accuracy {s['accuracy']:.4f}")
+        sc = score_predictions(val, Predictor(f, m.eval()).predict(val))
+        zero_shot_f1[title] = sc["macro_f1"]
+        print(f"zero-shot on {len(val)} validation rows, {title} verbalizer ({where}): macro-F1 "
+              f"{sc['macro_f1']:.4f}, accuracy {sc['accuracy']:.4f}")
+    # the file's other verbalizers (and its comments) stay: a new name is appended, a replaced one rewrites the file
+    entry = yaml.safe_dump({args.name: found}, allow_unicode=True, sort_keys=False)
+    if args.name in existing:
+        text = yaml.safe_dump({**existing, args.name: found}, allow_unicode=True, sort_keys=False)
+    else:
+        before = out.read_text(encoding="utf-8") if out.is_file() else ""
+        text = before + ("" if not before or before.endswith("\n") else "\n") + entry
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+    print(f"{'replaced' if args.name in existing else 'added'} verbalizer {args.name!r} in {out}")
+    root = out.parent.parent if out.name == "verbalizers.yaml" and out.parent.name == task.name else None
+    print(f"use it: {{template: {template}, verbalizer: {args.name}}} under {task.name}: in a pattern set"
+          + (f", with pattern_roots=[{root}]" if root is not None else
+             f" (found by name when the file is <root>/{task.name}/verbalizers.yaml under a pattern root)"))
+    if zero_shot_f1["found"] < zero_shot_f1["current"]:
+        print(f"warning: the found words score below the current ones zero-shot ({zero_shot_f1['found']:.4f} against "
+              f"{zero_shot_f1['current']:.4f}); they may still train better, but compare before you switch",
+              file=sys.stderr)
     return 0
 
 
@@ -352,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--candidates", type=int, default=2000, help="how many frequent n-grams to try")
     s.add_argument("--rows", type=int, default=2000, help="training rows to score candidates on (stratified)")
     s.add_argument("--out", default="searched_verbalizers.yaml", help="the verbalizer file to write")
-    s.add_argument("--name", default="searched", help="the verbalizer's name in that file")
+    s.add_argument("--name", default="searched", help="the verbalizer's name in that file (its others are kept)")
+    s.add_argument("--replace", action="store_true", help="replace a verbalizer of that name in the file")
     _add_common(s, model_required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)

@@ -160,13 +160,15 @@ def test_pattern_set_errors_name_the_fix(tmp_path):
         load_pattern_set({"tnwes": ["tnews/topic.j2"]}, ["tnwes"])
     (tmp_path / "tnews").mkdir()
     (tmp_path / "tnews" / "p.j2").write_text("{{ mask }}{{ title }}")
-    with pytest.raises(PatternError, match="verbalizer file not found"):
-        load_pattern("tnews", PatternSpec("tnews/p.j2"), tmp_path)
-    (tmp_path / "tnews" / "verbalizers.yaml").write_text("default:\n  '100': 故事\n")
-    with pytest.raises(PatternError, match="no verbalizer named 'other'"):
+    # a user's template without verbalizers of its own uses the shipped library's, by name
+    assert load_pattern("tnews", PatternSpec("tnews/p.j2"), tmp_path).verbalizer_origin.startswith(
+        str(PATTERNS_ROOT / "tnews" / "verbalizers.yaml"))
+    (tmp_path / "tnews" / "verbalizers.yaml").write_text("# mine\ndefault:\n  '100': 故事\n")
+    with pytest.raises(ConfigError, match=f"no verbalizer named 'other' in {tmp_path}/tnews/verbalizers.yaml "
+                                          r"\(has default\); .*pattern_library/tnews/verbalizers.yaml \(has default"):
         load_pattern("tnews", PatternSpec("tnews/p.j2", "other"), tmp_path)
-    with pytest.raises(PatternError, match="no word for tnews label"):
-        load_pattern("tnews", PatternSpec("tnews/p.j2"), tmp_path)
+    with pytest.raises(PatternError, match=f"^{tmp_path}/tnews/verbalizers.yaml:2: verbalizer has no word for tnews"):
+        load_pattern("tnews", PatternSpec("tnews/p.j2"), tmp_path)  # the user's `default` comes first: the line
 
 
 def test_pattern_round_trips_through_its_dict():

@@ -197,11 +197,25 @@ def test_search_verbalizers_finds_the_words_a_model_was_taught(tiny_dir, synthet
     for f in (tmp_path / "run" / "checkpoint-best" / "tokenizer").iterdir():
         shutil.copy(f, model)
     (tmp_path / "words.txt").write_text("\n".join([*KEYS, *"的一是在不了有和人这中大为上个"]), encoding="utf-8")
-    out = tmp_path / "found.yaml"
-    p = workbench("search-verbalizers", "--task", "tnews", "--model", str(model), "--data-dir", str(synthetic_dir),
-                  "--roots", str(root), "--template", "tnews/slot.j2", "--tokens", "1", "--words",
-                  str(tmp_path / "words.txt"), "--out", str(out))
+    out = root / "tnews" / "verbalizers.yaml"  # the file already holds the taught words, as `default`
+    search = ["search-verbalizers", "--task", "tnews", "--model", str(model), "--data-dir", str(synthetic_dir),
+              "--roots", str(root), "--template", "tnews/slot.j2", "--tokens", "1", "--words",
+              str(tmp_path / "words.txt"), "--out", str(out)]
+    p = workbench(*search)
     assert p.returncode == 0, p.stderr
-    found = yaml.safe_load(out.read_text(encoding="utf-8"))["searched"]
+    kept = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert kept["default"] == taught  # added beside the file's verbalizer, never over it
+    found = kept["searched"]
     assert sum(found[c] == taught[c] for c in taught) >= 13, (found, p.stdout)  # of 15 labels
-    assert "zero-shot on" in p.stdout and "found verbalizer: macro-F1" in p.stdout
+    assert "zero-shot on" in p.stdout and "found verbalizer (this search): macro-F1" in p.stdout
+    assert (f"use it: {{template: tnews/slot.j2, verbalizer: searched}} under tnews: in a pattern set, with "
+            f"pattern_roots=[{root}]") in p.stdout
+    # the name is taken now: refused (before any search) unless --replace
+    again = workbench(*search)
+    assert again.returncode == 2 and "has a verbalizer named 'searched' already; pass --replace" in again.stderr
+    # a found verbalizer of a user's file is used by name from the shipped template too: the library layers
+    from pet_mtl.prompts import load_pattern
+    from pet_mtl.prompts.pattern import PatternSpec
+
+    shipped = load_pattern("tnews", PatternSpec("tnews/topic.j2", "searched"), [root])
+    assert shipped.verbalizer == found and shipped.origin.endswith("pattern_library/tnews/topic.j2")

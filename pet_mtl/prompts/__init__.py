@@ -38,6 +38,7 @@ from pet_mtl.prompts.library import (
                                      pattern_roots,
                                      read_yaml,
                                      user_set_files,
+                                     verbalizer_files,
 )
 from pet_mtl.prompts.pattern import AGGREGATIONS, MAX_SLOT, SCORING_RULES, Pattern, PatternSpec, Rendered, Segment
 from pet_mtl.prompts.sandbox import ALLOWED_FILTERS, MAX_INT, MAX_RENDER_CHARS, REFUSED_NODES
@@ -45,4 +46,4 @@ from pet_mtl.prompts.sandbox import ALLOWED_FILTERS, MAX_INT, MAX_RENDER_CHARS, 
 __all__ = ["AGGREGATIONS", "ALLOWED_FILTERS", "MAX_INT", "MAX_RENDER_CHARS", "MAX_SLOT", "PATTERNS_ROOT",
            "REFUSED_NODES", "SCORING_RULES", "Pattern", "PatternSpec", "Rendered", "Segment",
            "find_template", "load_pattern", "load_pattern_set", "load_verbalizer", "pattern_roots", "read_yaml",
-           "user_set_files"]
+           "user_set_files", "verbalizer_files"]

@@ -1,5 +1,6 @@
-"""The pattern library: template files and verbalizers looked up through the user's pattern roots, then the
-shipped pattern_library/; pattern-set files; YAML read strictly (a key given twice is an error)."""
+"""The pattern library: template files and verbalizers looked up by name through the user's pattern roots, then
+the shipped pattern_library/ (each independently: a user's template may use a shipped verbalizer and the other way
+round); pattern-set files; YAML read strictly (a key given twice is an error)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,6 +38,45 @@ def load_verbalizer(path: Path, name: str, task: Task) -> dict[str, str]:
     return {str(k): list(v) if isinstance(v, list) else v for k, v in data[name].items()}
 
 
+def key_line(path: Path, key: str) -> int | None:
+    """The 1-based line of a top-level key of a YAML mapping (already read strictly), so an error about the
+    verbalizer under it points there."""
+    import yaml
+
+    node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    if isinstance(node, yaml.MappingNode):
+        for k, _ in node.value:
+            if k.value == key:
+                return k.start_mark.line + 1
+    return None
+
+
+def verbalizer_files(template: str, found: Path, roots: Sequence[Path]) -> list[Path]:
+    """Where a template's verbalizers are looked up, in order: the `verbalizers.yaml` of its folder in each pattern
+    root (the user's first, the shipped library last), so a user's template uses the shipped verbalizers and a
+    shipped template a user's; for a template given by absolute path, its own folder first."""
+    rel = Path(template).expanduser()
+    folder = rel.parent if not rel.is_absolute() else Path(found.parent.name)
+    files = ([found.parent / "verbalizers.yaml"] if rel.is_absolute() else []) + [r / folder / "verbalizers.yaml"
+                                                                                  for r in roots]
+    return list(dict.fromkeys(files))
+
+
+def find_verbalizer(name: str, files: Sequence[Path], task: Task) -> Path:
+    """The first file of `files` that defines verbalizer `name`; one error naming every file searched if none."""
+    seen: dict[Path, list[str]] = {}
+    for path in files:
+        if path.is_file():
+            data = read_yaml(path)
+            if isinstance(data, dict) and name in data:
+                return path
+            seen[path] = list(data) if isinstance(data, dict) else []
+    if not seen:
+        raise ConfigError(f"{task.name}: no verbalizers.yaml for verbalizer {name!r} in {', '.join(map(str, files))}")
+    raise ConfigError(f"{task.name}: no verbalizer named {name!r} in "
+                      + "; ".join(f"{p} (has {', '.join(n) or 'none'})" for p, n in seen.items()))
+
+
 def pattern_roots(roots: str | Path | Sequence[str | Path] | None) -> list[Path]:
     """The folders templates are looked up in, in order: the user's (given first) and the shipped library last."""
     if roots is None:
@@ -70,11 +110,11 @@ def load_pattern(task_name: str, spec: PatternSpec, root: str | Path | Sequence[
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise PatternError(path, None, "template is not valid UTF-8") from None
-    vpath = path.parent / "verbalizers.yaml"
+    vpath = find_verbalizer(spec.verbalizer, verbalizer_files(spec.template, path, roots), task)
     verbalizer = load_verbalizer(vpath, spec.verbalizer, task)
     name = f"{path.parent.name}/{path.stem}" + ("" if spec.verbalizer == "default" else f"@{spec.verbalizer}")
     return Pattern(task=task.name, name=name, source=source, verbalizer=verbalizer, origin=str(path),
-                   verbalizer_origin=f"{vpath}#{spec.verbalizer}", scoring=spec.scoring or scoring,
+                   verbalizer_origin=f"{vpath}:{key_line(vpath, spec.verbalizer)}", scoring=spec.scoring or scoring,
                    aggregate=spec.aggregate or "logsumexp")
 
 
