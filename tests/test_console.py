@@ -58,6 +58,7 @@ def test_the_error_is_printed_once_and_the_run_directory_is_never_made(tmp_path)
     problem = "train.max_steps=0: expected null or a number >= 1"
     assert p.returncode == 2 and (p.stdout + p.stderr).count(problem) == 1, p.stdout + p.stderr
     assert f"ConfigError: {problem}" in (run / "train.log").read_text(encoding="utf-8")
+    assert not (run / ".pet_mtl.lock").exists()  # a run that failed before training leaves no lock behind
 
 
 def _train_demo(run, stdout, stderr):

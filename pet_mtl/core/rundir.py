@@ -7,6 +7,7 @@ end) and a run that is not resuming refuses a directory holding a run's results 
 """
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import shlex
@@ -60,6 +61,7 @@ class RunDirectory:
         self._fh.truncate()
         self._fh.write(f"{os.getpid()} {what}\n")
         self._fh.flush()
+        atexit.register(self.release)  # a run that fails before it trains (a bad model.path) leaves no lock file
 
     def refuse_results(self, resume: bool, overwrite: bool, choices: str) -> None:
         """refuse_results for the held directory, released first when it refuses."""
@@ -70,6 +72,7 @@ class RunDirectory:
             raise
 
     def release(self) -> None:
+        atexit.unregister(self.release)
         if self._fh is not None:
             (self.path / LOCK_NAME).unlink(missing_ok=True)  # while still held: no other run can hold this file
             self._fh.close()
