@@ -249,3 +249,18 @@ def check_training_command_line(argv: list[str]) -> None:
     check_overrides(argv, Config, {"patterns", "data"}, {"patterns", "train.task_weights"})
     register_user_pattern_sets(argv)
     check_group_choices(argv, {"patterns", "data"})
+
+
+def key_value_flags(argv: list[str] | None, flags: dict[str, str]) -> list[str]:
+    """The argparse commands (patterns, report, ensemble) take the training commands' spelling too: `data.dir=X`
+    for `--data-dir X`, `pattern_roots=[a,b]` for `--roots a b`, so one key is written one way everywhere."""
+    out: list[str] = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        key, eq, value = arg.partition("=")
+        if not eq or key not in flags:
+            out.append(arg)
+            continue
+        values = ([v.strip() for v in value[1:-1].split(",") if v.strip()]
+                  if value.startswith("[") and value.endswith("]") else [value])
+        out += [flags[key], *values]
+    return out

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from pet_mtl.cli import key_value_flags
 from pet_mtl.core.errors import DataError, PetMtlError
 from pet_mtl.core.io import atomic_dir, json_line
 from pet_mtl.core.tasks import TASKS, get_task
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="comma-separated member weights (default: equal)")
     ap.add_argument("--weight-by", choices=["equal", "validation"], default="equal",
                     help="weight each member by its checkpoint's validation score")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(key_value_flags(argv, {"output_dir": "--out"}))
     try:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
         result = ensemble(args.folders, args.out, weights, args.weight_by)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from pet_mtl.cli import key_value_flags
 from pet_mtl.core.config import DataConfig
 from pet_mtl.core.errors import PetMtlError
 from pet_mtl.core.io import atomic_write_text
@@ -384,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--name", default="searched", help="the verbalizer's name in that file (its others are kept)")
     s.add_argument("--replace", action="store_true", help="replace a verbalizer of that name in the file")
     _add_common(s, model_required=True)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(key_value_flags(argv, {"data.dir": "--data-dir", "model.path": "--model",
+                                                "pattern_roots": "--roots", "model.max_length": "--max-length"}))
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     commands = {"check": check, "preview": preview, "zero-shot": zero_shot, "search-verbalizers": search_verbalizers}
     try:

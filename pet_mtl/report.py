@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pet_mtl.cli import key_value_flags
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.io import read_yaml
 from pet_mtl.core.tasks import get_task
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--over", default="seed", help="comma-separated keys averaged within a row (default: seed)")
     ap.add_argument("--out", type=Path, help="where report.md/.csv/.png go (default: the first directory)")
     ap.add_argument("--per-class", action="store_true", help="also a table of F1 per class for each task")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(key_value_flags(argv, {"output_dir": "--out"}))
     try:
         table = report(args.dirs, [k for k in args.over.split(",") if k], args.out or args.dirs[0], args.per_class)
     except ConfigError as e:

@@ -127,3 +127,14 @@ def test_in_a_terminal_the_bar_shows_and_each_record_prints_once_above_it(tmp_pa
     out = out.replace("\r\n", "\n")  # the terminal's line endings
     assert "\rtrain:" in out and "4/4" in out  # the bar's frames
     _each_record_once(out)
+
+
+def test_the_workbench_report_and_ensemble_take_the_training_spelling_of_a_key(tmp_path):
+    from pet_mtl.cli import key_value_flags
+
+    flags = {"data.dir": "--data-dir", "pattern_roots": "--roots", "output_dir": "--out"}
+    assert key_value_flags(["check", "pattern_roots=[a, b]", "data.dir=d", "--rows", "5", "output_dir=o"], flags) == [
+        "check", "--roots", "a", "b", "--data-dir", "d", "--rows", "5", "--out", "o"]
+    p = subprocess.run([sys.executable, "-m", "pet_mtl.patterns", "check", f"pattern_roots=[{tmp_path}]"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip().endswith("all patterns valid"), p.stderr
