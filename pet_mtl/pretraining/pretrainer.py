@@ -360,7 +360,7 @@ class Pretrainer(Loop):
                 f"process(es)), " + ("next-token loss (a causal LM)" if self.causal else
                                      f"masking {m.unit} units {m.prob:.0%} (n-grams up to {m.max_ngram}; "
                                      f"{m.replace_mask:.0%} [MASK], {m.replace_random:.0%} random)")
-                + f", lr {tr.lr:g}, on {self.device}"]
+                + f", lr {tr.lr:g}, on {self.device} in {tr.precision}"]
 
     def before_first_step(self) -> None:
         if not self.state.history:  # the untrained model's score: where the run started
