@@ -87,6 +87,29 @@ def test_tensorboard_gets_the_scalars(logged_run):
     assert [e.step for e in events.Scalars("val/score")] == [3, 6]
 
 
+def test_mlflow_gets_the_scalars_and_the_config_in_the_runs_own_store(tiny_dir, synthetic_dir, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from helpers import make_cfg
+
+    from pet_mtl.training.trainer import Trainer
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = tmp_path / "run"
+    Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.max_steps=4", "train.eval_every=2",
+                     "train.log_every=2", "train.batch_size=8", "train.progress=false", "train.predict_splits=[]",
+                     "train.calibrate=false", "train.report_to=[mlflow]"), run).fit()
+    client = mlflow.tracking.MlflowClient((run / "mlruns").resolve().as_uri())
+    (found,) = client.search_runs([client.get_experiment_by_name("pet_mtl").experiment_id])
+    metrics = json.loads((run / "metrics.json").read_text())["history"]
+    assert [(m.step, m.value) for m in client.get_metric_history(found.info.run_id, "val.score")] == [
+        (e["step"], pytest.approx(e["score"])) for e in metrics]
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "train.loss")] == [2, 4]
+    assert found.data.params["train.max_steps"] == "4" and found.info.run_name == "run"
+    with pytest.raises(ConfigError, match="train.report_to=\\['wandb'\\]: wandb is not a tracker; expected some of"):
+        Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.report_to=[wandb]"),
+                tmp_path / "other")
+
+
 @pytest.mark.parametrize("override,needle", [
     ("+train.max_step=20", "+train.max_step=20: train.max_step is not a config key; did you mean train.max_steps?"),
     ("train.max_step=20", "train.max_step=20: train.max_step is not a config key; did you mean train.max_steps?"),

@@ -158,7 +158,10 @@ class TrainConfig(OptimizerConfig):
     #: checkpoint-last holds: full (weights + optimizer + training state: resumable; for zh-mini-mlm about 3x the
     #: weights), weights (the weights only, not resumable), none (no checkpoint-last; checkpoint-best only)
     checkpoint_last: str = "full"
-    #: also log scalars for TensorBoard into <run dir>/tensorboard (pip install "pet_mtl[tensorboard]")
+    #: experiment trackers that also get the run's scalars: tensorboard (<run dir>/tensorboard), mlflow (a local store
+    #: in <run dir>/mlruns, or MLFLOW_TRACKING_URI); pip install "pet_mtl[tensorboard]" / "pet_mtl[mlflow]"
+    report_to: List[str] = field(default_factory=list)
+    #: the same as report_to=[tensorboard] (kept for the runs and scripts that use it)
     tensorboard: bool = False
     #: draw learning_curve.png and confusion_<task>.png in the run directory (about 2 s a run: sweeps of many
     #: short runs may turn it off; metrics.json holds the same numbers)

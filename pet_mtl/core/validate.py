@@ -40,7 +40,8 @@ def check_ranges(cfg: DictConfig, ranges: dict[str, tuple[Callable[[Any], bool],
 
 #: keys that change how a run is watched or where it runs, not what it computes
 RESUME_NEUTRAL = {"train.resume", "train.resume_changes", "train.overwrite", "train.progress", "train.log_every", "train.num_threads",
-                  "train.predict_splits", "train.eval_batch_size", "train.tensorboard"}
+                  "train.predict_splits", "train.eval_batch_size", "train.tensorboard",
+                  "train.report_to"}
 
 
 #: what a resumed run may change when train.resume_changes names it: how the rest of the run trains (length,

@@ -170,7 +170,7 @@ class Pretrainer(Loop):
         self.total_steps = tr.max_steps
         self.objective = MaskedLMObjective()
         self.algorithms = []
-        self.runlog = RunLog(self.out_dir, self.dist.is_main, tr.progress, tr.log_every, tensorboard=False,
+        self.runlog = RunLog(self.out_dir, self.dist.is_main, tr.progress, tr.log_every, report_to=(),
                              name="pretrain", unit="tokens/s")
 
     def _stream(self, docs, seed: int, segmenter=None) -> MaskedStream:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from pet_mtl.core.config import flatten
 from pet_mtl.core.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from pet_mtl.core.io import read_yaml
 from pet_mtl.core.precision import autocast
@@ -166,6 +167,7 @@ class Loop:
             self.resume()
         st = self.state
         self.runlog.start(self.plan())
+        self.runlog.log_params(flatten(OmegaConf.to_container(self.cfg, resolve=True)))
         self.before_first_step()
         self.model.train()
         with self.runlog.training(self.total_steps, st.step), stop_requests() as self._stop_signals:

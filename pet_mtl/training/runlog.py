@@ -21,6 +21,7 @@ from pet_mtl.core.console import console_is_terminal
 from pet_mtl.core.io import atomic_write_text
 from pet_mtl.core.tasks import get_task
 from pet_mtl.training import plots
+from pet_mtl.training.trackers import build_trackers
 
 log = logging.getLogger("pet_mtl")
 #: pictures are redrawn at an evaluation at most this often (they take about a second), and always at the end
@@ -28,7 +29,7 @@ PLOT_EVERY_S = 60.0
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, is_main: bool, progress: bool, log_every: int, tensorboard: bool,
+    def __init__(self, run_dir: Path, is_main: bool, progress: bool, log_every: int, report_to: Sequence[str] = (),
                  name: str = "train", unit: str = "ex/s", plots: bool = True):
         self.run_dir = run_dir
         self.plots = plots
@@ -38,18 +39,17 @@ class RunLog:
         self.log_every = log_every
         self.window: deque[float] = deque(maxlen=max(1, log_every))
         self.bar = None
-        self.tb = None
         self._last: tuple | None = None  # the latest evaluation, for the pictures
         self._plotted = time.time()
-        if tensorboard and is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                from pet_mtl.core.errors import ConfigError
+        self.trackers = build_trackers(list(report_to), run_dir) if is_main else []
 
-                raise ConfigError("train.tensorboard=true needs the tensorboard package: "
-                                  "pip install \"pet_mtl[tensorboard]\"") from None
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        for tracker in self.trackers:
+            tracker.log_params(params)
+
+    def _track(self, metrics: Mapping[str, float], step: int) -> None:
+        for tracker in self.trackers:
+            tracker.log_metrics(metrics, step)
 
     def start(self, lines: Sequence[str]) -> None:
         for line in lines:
@@ -82,10 +82,7 @@ class RunLog:
         if self.log_every and step % self.log_every == 0 and self.is_main:
             log.info("step %d/%d loss %.4f (mean of the last %d steps) lr %.2e %.0f %s", step, total, mean,
                      len(self.window), lr, speed, self.unit)
-            if self.tb is not None:
-                self.tb.add_scalar("train/loss", mean, step)
-                self.tb.add_scalar("train/lr", lr, step)
-                self.tb.add_scalar(f"train/{self.unit.replace('/', '_per_')}", speed, step)
+            self._track({"train/loss": mean, "train/lr": lr, f"train/{self.unit.replace('/', '_per_')}": speed}, step)
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[bool]:
@@ -114,12 +111,8 @@ class RunLog:
         self._last = (entry, history, tasks)
         if self.plots and time.time() - self._plotted >= PLOT_EVERY_S:
             self._plot()
-        if self.tb is not None:
-            for t, s in entry["tasks"].items():
-                self.tb.add_scalar(f"val/{t}/macro_f1", s["macro_f1"], entry["step"])
-                self.tb.add_scalar(f"val/{t}/accuracy", s["accuracy"], entry["step"])
-            self.tb.add_scalar("val/score", entry["score"], entry["step"])
-            self.tb.flush()
+        self._track({**{f"val/{t}/{k}": s[k] for t, s in entry["tasks"].items() for k in ("macro_f1", "accuracy")},
+                     "val/score": entry["score"]}, entry["step"])
 
     def _plot(self) -> None:
         entry, history, tasks = self._last
@@ -137,5 +130,5 @@ class RunLog:
         """At the end of the run: the pictures of its last evaluation, whatever PLOT_EVERY_S skipped."""
         if self.is_main and self.plots and self._last is not None:
             self._plot()
-        if self.tb is not None:
-            self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()

@@ -45,6 +45,7 @@ from pet_mtl.training.objectives import build_objective
 from pet_mtl.training.optim import build_optimizer, warmup_linear
 from pet_mtl.training.runlog import RunLog
 from pet_mtl.training.state import TrainState, write_train_state
+from pet_mtl.training.trackers import report_to
 
 log = logging.getLogger("pet_mtl")
 
@@ -115,7 +116,7 @@ class Trainer(Loop):
         self.scheduler = warmup_linear(self.optimizer, self.total_steps, tr.warmup_ratio)
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
-        self.runlog = RunLog(self.run_dir, self.dist.is_main, tr.progress, tr.log_every, tr.tensorboard,
+        self.runlog = RunLog(self.run_dir, self.dist.is_main, tr.progress, tr.log_every, report_to(tr),
                              plots=tr.plots)
         self.algorithms = build_algorithms(self)
         self._best: Predictor | None = None
