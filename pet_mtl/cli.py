@@ -189,6 +189,22 @@ def resumed_argv(argv: list[str], run_key: str) -> list[str]:
     return [*kept, *argv, "hydra.output_subdir=null"]
 
 
+def record_resume(loop, run_dir: Path) -> None:
+    """After `resumed_argv`, Hydra writes no record of the resumed command; once the loop has accepted the resume,
+    the run's `.hydra/overrides.yaml` becomes that command's overrides (the saved ones merged with the new), so the
+    next resume from the directory alone starts from what this one changed (a `train.resume_changes` key)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pet_mtl.core.io import atomic_write_text
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir is not None or not loop.dist.is_main:
+        return
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
+    record = Path(run_dir) / ".hydra" / "overrides.yaml"
+    loop.on_resumed = [lambda: atomic_write_text(record, OmegaConf.to_yaml(OmegaConf.create(overrides)))]
+
+
 def refuse_finished_run_dir(argv: list[str]) -> None:
     """Before Hydra starts: it writes its .hydra/ record into the run directory first thing, so a new run pointed at
     a finished one (hydra.run.dir=<it> without train.resume=true or train.overwrite=true) would replace that run's

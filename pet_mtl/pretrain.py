@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pet_mtl.cli import CONF_DIR, check_overrides, friendly_errors, resumed_argv
+from pet_mtl.cli import CONF_DIR, check_overrides, friendly_errors, record_resume, resumed_argv
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pretrain")
@@ -20,7 +20,9 @@ from pet_mtl.cli import CONF_DIR, check_overrides, friendly_errors, resumed_argv
 def main(cfg: DictConfig) -> float:
     from pet_mtl.pretraining.pretrainer import Pretrainer
 
-    summary = Pretrainer(cfg, Path(cfg.out_dir)).fit()
+    pretrainer = Pretrainer(cfg, Path(cfg.out_dir))
+    record_resume(pretrainer, pretrainer.out_dir)
+    summary = pretrainer.fit()
     if summary["is_main"]:
         first, last = summary["first"], summary["last"]
         print(f"masked LM:     {summary['out_dir']}")

@@ -16,6 +16,7 @@ from pet_mtl.cli import (
     CONF_DIR,
     check_training_command_line,
     friendly_errors,
+    record_resume,
     refuse_finished_run_dir,
     resumed_argv,
 )
@@ -31,7 +32,9 @@ def main(cfg: DictConfig) -> float:
     from pet_mtl.metrics import calibrated_score, calibrated_task_score
     from pet_mtl.training.trainer import Trainer
 
-    summary = Trainer(cfg, Path(HydraConfig.get().runtime.output_dir)).fit()
+    trainer = Trainer(cfg, Path(HydraConfig.get().runtime.output_dir))
+    record_resume(trainer, trainer.run_dir)
+    summary = trainer.fit()
     if not summary["is_main"]:  # under torchrun, rank 0 reports and predicts
         return summary["best"]["score"]
     run_dir = Path(summary["run_dir"])

@@ -280,10 +280,13 @@ def test_resume_refuses_a_changed_config(tiny_dir, corpus_file, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run(run_cmd(tiny_dir, out, corpus_file, "train.max_steps=4", "train.keep_checkpoint=true"), check=True,
                    env=env, capture_output=True, timeout=300)
+    record = (out / ".hydra" / "config.yaml").read_text(), (out / ".hydra" / "overrides.yaml").read_text()
     p = subprocess.run(run_cmd(tiny_dir, out, corpus_file, "train.max_steps=4", "train.keep_checkpoint=true",
                                "train.resume=true", "masking.prob=0.3"), env=env, capture_output=True, text=True,
                        timeout=300)
-    assert p.returncode == 2 and "masking.prob: 0.15 -> 0.3" in p.stderr
+    assert p.returncode == 2 and "masking.prob: 0.15 -> 0.3" in p.stderr and "cannot change on resume" in p.stderr
+    # the refused command wrote nothing into the run: its record is the one that made it
+    assert ((out / ".hydra" / "config.yaml").read_text(), (out / ".hydra" / "overrides.yaml").read_text()) == record
 
 
 @pytest.mark.slow

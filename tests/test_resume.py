@@ -46,7 +46,8 @@ def test_ctrl_c_saves_its_step_and_the_run_directory_alone_resumes_it_exactly(ti
     p = subprocess.run([sys.executable, *resume.split()[1:]], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"resumed from {stopped / 'checkpoint-last'} at step {step}" in log.read_text()
-    assert (stopped / ".hydra" / "overrides.yaml").read_text() == record  # the run's record is the one that made it
+    # the run's record: the overrides that made it, then what the resume added (the next resume starts from these)
+    assert (stopped / ".hydra" / "overrides.yaml").read_text() == record + "- train.resume=true\n"
 
     a = json.loads((full / "metrics.json").read_text())["history"]
     b = json.loads((stopped / "metrics.json").read_text())["history"]

@@ -64,6 +64,8 @@ class Loop:
     #: signals noted during the loop, and whether every rank saw one by the end of the last step
     _stop_signals: list[int] = []
     _stop_agreed: bool = False
+    #: called once a resume has been accepted and restored (the entry point records the command line that did it)
+    on_resumed: list = []
     objective: Any
     algorithms: list
     started: float
@@ -165,6 +167,8 @@ class Loop:
         tr = self.cfg.train
         if tr.resume:
             self.resume()
+            for callback in self.on_resumed:
+                callback()
         st = self.state
         self.runlog.start(self.plan())
         self.runlog.log_params(flatten(OmegaConf.to_container(self.cfg, resolve=True)))
