@@ -171,7 +171,7 @@ def test_the_training_bar_leaves_evaluation_time_out_of_its_clock(tmp_path, monk
 
     monkeypatch.setattr(runlog_module, "console_is_terminal", lambda: True)  # the bar is drawn for a terminal only
 
-    runlog = RunLog(tmp_path, is_main=True, progress=True, log_every=2, tensorboard=False)
+    runlog = RunLog(tmp_path, is_main=True, progress=True, log_every=2)
     with runlog.training(total=10, done=0):
         runlog.step(1, 10, 2.0, 1e-3, 10.0)
         started = runlog.bar.start_t

@@ -17,7 +17,7 @@ def entry(step: int, score: float) -> dict:
 
 
 def test_loss_lines_carry_the_window_mean_and_the_unit(tmp_path, caplog):
-    log = RunLog(tmp_path, is_main=True, progress=False, log_every=2, tensorboard=False, name="pretrain",
+    log = RunLog(tmp_path, is_main=True, progress=False, log_every=2, name="pretrain",
                  unit="tokens/s")
     with caplog.at_level(logging.INFO, logger="pet_mtl"), log.training(total=4, done=0):
         for step, loss in enumerate([4.0, 2.0, 1.0, 3.0], start=1):
@@ -28,7 +28,7 @@ def test_loss_lines_carry_the_window_mean_and_the_unit(tmp_path, caplog):
 
 
 def test_an_evaluation_names_the_classes_never_right_on_and_only_those_with_rows(tmp_path, caplog):
-    log = RunLog(tmp_path, is_main=True, progress=False, log_every=0, tensorboard=False)
+    log = RunLog(tmp_path, is_main=True, progress=False, log_every=0)
     with caplog.at_level(logging.INFO, logger="pet_mtl"):
         log.evaluation(entry(10, 0.25), [entry(10, 0.25)], ["ocemotion"])
     text = caplog.text
@@ -37,14 +37,14 @@ def test_an_evaluation_names_the_classes_never_right_on_and_only_those_with_rows
 
 
 def test_only_the_main_process_writes_and_the_pictures_come_at_the_end(tmp_path):
-    other = RunLog(tmp_path / "rank1", is_main=False, progress=False, log_every=0, tensorboard=False)
+    other = RunLog(tmp_path / "rank1", is_main=False, progress=False, log_every=0)
     (tmp_path / "rank1").mkdir()
     other.write_metrics({"history": []})
     other.evaluation(entry(1, 0.1), [entry(1, 0.1)], ["ocemotion"])
     other.close()
     assert list((tmp_path / "rank1").iterdir()) == []
 
-    main = RunLog(tmp_path, is_main=True, progress=False, log_every=0, tensorboard=False)
+    main = RunLog(tmp_path, is_main=True, progress=False, log_every=0)
     history = [entry(1, 0.1), entry(2, 0.3)]
     main.evaluation(history[0], history[:1], ["ocemotion"])
     main.evaluation(history[1], history, ["ocemotion"])
@@ -57,7 +57,7 @@ def test_only_the_main_process_writes_and_the_pictures_come_at_the_end(tmp_path)
 
 
 def test_plots_false_draws_nothing_and_keeps_the_numbers(tmp_path):
-    log = RunLog(tmp_path, is_main=True, progress=False, log_every=0, tensorboard=False, plots=False)
+    log = RunLog(tmp_path, is_main=True, progress=False, log_every=0, plots=False)
     log.evaluation(entry(1, 0.1), [entry(1, 0.1)], ["ocemotion"])
     log.write_metrics({"history": [entry(1, 0.1)]})
     log.close()
