@@ -207,7 +207,7 @@ class IpetConfig:
 @dataclass
 class Config:
     seed: int = 42
-    #: pet | heads | cln | pet_cln (pet_mtl/methods)
+    #: pet | heads | cln | pet_cln | causal (pet_mtl/methods)
     method: str = "pet"
     tasks: List[str] = field(default_factory=lambda: ["ocnli", "ocemotion", "tnews"])
     #: folders that pattern template paths are looked up in, in order, before the shipped patterns/ (searched last)
