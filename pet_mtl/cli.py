@@ -80,6 +80,15 @@ def _overrides(argv: list[str]) -> list:
         return []
 
 
+def _given(argv: list[str]) -> dict[str, Any]:
+    """key -> value of the command line's plain (not sweep) overrides, `+` dropped."""
+    return {o.key_or_group.lstrip("+"): o.value() for o in _overrides(argv) if not o.is_sweep_override()}
+
+
+def _true(value: Any) -> bool:
+    return str(value).lower() == "true"
+
+
 def check_overrides(argv: list[str], schema: Any, groups: set[str], open_maps: set[str]) -> None:
     """Refuse, with a "did you mean", an override whose key the typed config does not have. Hydra itself lets
     `+train.max_step=20` through (the run then trains its default length, and the typo lands in the config) and
@@ -169,8 +178,8 @@ def resumed_argv(argv: list[str], run_key: str) -> list[str]:
     refused resume leaves the directory as it was."""
     from pet_mtl.core.io import read_yaml
 
-    given = {o.key_or_group.lstrip("+"): o.value() for o in _overrides(argv) if not o.is_sweep_override()}
-    if str(given.get("train.resume")).lower() != "true" or not given.get(run_key):
+    given = _given(argv)
+    if not _true(given.get("train.resume")) or not given.get(run_key):
         return argv
     record = Path(str(given[run_key])).expanduser() / ".hydra" / "overrides.yaml"
     if not record.is_file():
@@ -211,12 +220,12 @@ def refuse_finished_run_dir(argv: list[str]) -> None:
     record before the trainer could refuse. Refused here, by the trainer's own check."""
     from pet_mtl.core.rundir import TRAIN_CHOICES, refuse_results
 
-    values = {o.key_or_group.lstrip("+"): o.value() for o in _overrides(argv) if not o.is_sweep_override()}
+    values = _given(argv)
     if not values.get("hydra.run.dir"):
         return
     try:
-        refuse_results(Path(str(values["hydra.run.dir"])).expanduser(), str(values.get("train.resume")).lower() ==
-                       "true", str(values.get("train.overwrite")).lower() == "true", TRAIN_CHOICES)
+        refuse_results(Path(str(values["hydra.run.dir"])).expanduser(), _true(values.get("train.resume")),
+                       _true(values.get("train.overwrite")), TRAIN_CHOICES)
     except PetMtlError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

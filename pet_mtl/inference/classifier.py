@@ -82,14 +82,11 @@ class Classifier:
             return []
         predictor = self.predictor if batch_size is None else replace(self.predictor,
                                                                       batch_size=_batch_size(batch_size))
-        log_probs = torch.cat([lp for _, lp in self.stream(examples, predictor)])
-        probs = predictor.calibrated(t.name, log_probs, calibrate).softmax(-1)
-        out = []
-        for row in probs.tolist():
-            best = max(range(len(row)), key=row.__getitem__)  # the first of equal maxima, as torch's argmax
-            code = t.labels[best]
-            out.append({"label": code, "name": t.label_names[code], "probs": dict(zip(t.labels, row))})
-        return out
+        decided = predictor.calibrated(t.name, torch.cat([lp for _, lp in self.stream(examples, predictor)]),
+                                       calibrate)  # the argmax of these is the label, as the submission decides it
+        codes = [t.labels[i] for i in decided.argmax(-1).tolist()]
+        return [{"label": code, "name": t.label_names[code], "probs": dict(zip(t.labels, row))}
+                for code, row in zip(codes, decided.softmax(-1).tolist())]
 
     def stream(self, examples: Iterable[Example], predictor: Predictor | None = None
                ) -> Iterator[tuple[list[Example], torch.Tensor]]:
