@@ -82,6 +82,14 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fewclue_dir(synthetic_dir, tmp_path_factory) -> Path:
+    """FewCLUE-shaped files for ocnli and tnews whose texts are taken from the synthetic training files."""
+    from helpers import write_fewclue
+
+    return write_fewclue(tmp_path_factory.mktemp("fewclue"), synthetic_dir)
+
+
+@pytest.fixture(scope="session")
 def trained_run(tiny_dir, synthetic_dir, tmp_path_factory) -> Path:
     """A short real training run (6 steps, evaluated at 3 and 6) of the default method: its run directory.
     Tests that damage its files work on copies; a test that edits one in place restores it."""

@@ -1,9 +1,15 @@
 """Compose a real training config through Hydra's compose API (the same files the CLI reads)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from hydra import compose, initialize_config_dir
 
 from pet_mtl.cli import CONF_DIR
+from pet_mtl.core.tasks import TASKS
+
+JSON_LABEL = {"0": "entailment", "1": "neutral", "2": "contradiction"}
 
 
 def make_cfg(*overrides: str, plots: bool = False):
@@ -45,3 +51,27 @@ def run_and_kill(cmd: list[str], env: dict, state_file, timeout: float = 240) ->
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     return json.loads(state_file.read_text())
+
+
+def as_json(ex, labelled=True) -> str:
+    """An example as a FewCLUE JSON line."""
+    task = TASKS[ex.task]
+    obj = {task.json_fields[f]: ex.fields[f] for f in task.fields}
+    if labelled:
+        obj["label"] = JSON_LABEL[ex.label] if ex.task == "ocnli" else int(ex.label)
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+def write_fewclue(root: Path, data_dir: Path) -> Path:
+    """FewCLUE-shaped files for ocnli and tnews (splits 0 and 1, unlabeled.json) whose texts are taken from the
+    competition-format training files in `data_dir`."""
+    from pet_mtl.data.readers import read_tsv
+
+    for name in ("ocnli", "tnews"):
+        rows = read_tsv(data_dir / TASKS[name].files["train"], TASKS[name], True)
+        (root / name).mkdir(parents=True)
+        for i, part in enumerate(("train_0", "dev_0", "train_1", "dev_1")):
+            (root / name / f"{part}.json").write_text("".join(as_json(e) for e in rows[6 * i:6 * i + 6]), "utf-8")
+        (root / name / "unlabeled.json").write_text("".join(as_json(e, False) for e in rows[24:30]), "utf-8")
+    (root / "tnews" / "label_index2en2zh.json").write_text('{"100": "news_story"}\n', "utf-8")
+    return root

@@ -347,9 +347,9 @@ def test_out_of_range_config_values_are_refused_before_any_work(override, needle
     assert needle in str(e.value)
 
 
-def test_the_readme_task_weight_syntax_reaches_the_loss(tiny_dir, synthetic_dir, tmp_path):
-    """`train.task_weights={ocemotion: 2.0}` (the README's spelling) weighs OCEMOTION rows twice in the loss and
-    leaves the other tasks at 1."""
+def test_the_documented_task_weight_syntax_reaches_the_loss(tiny_dir, synthetic_dir, tmp_path):
+    """`train.task_weights={ocemotion: 2.0}` (the spelling docs/training.md shows) weighs OCEMOTION rows twice in the
+    loss and leaves the other tasks at 1."""
     run = Trainer(make_cfg("train.task_weights={ocemotion: 2.0}", f"model.path={tiny_dir}", f"data.dir={synthetic_dir}",
                            "train.batch_tasks=mixed", "train.batch_size=32", "train.predict_splits=[]"), tmp_path)
     seen = {}

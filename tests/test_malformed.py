@@ -1,5 +1,5 @@
 """The malformed-input corpus (tests/malformed/): each file is either read by a documented rule or refused with
-DataError naming the file, the line and the problem. One row per case; the table in the README mirrors it."""
+DataError naming the file, the line and the problem. One row per case; docs/data.md states the rules."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,7 +3,6 @@ fixed held-out set that shares no text with any few-shot file."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from helpers import make_cfg
@@ -17,30 +16,6 @@ from pet_mtl.inference.checkpoint import load_scorer
 from pet_mtl.inference.predictor import Predictor
 from pet_mtl.training.checks import check
 from pet_mtl.training.trainer import Trainer
-
-JSON_LABEL = {"0": "entailment", "1": "neutral", "2": "contradiction"}
-
-
-def as_json(ex, labelled=True) -> str:
-    task = TASKS[ex.task]
-    obj = {task.json_fields[f]: ex.fields[f] for f in task.fields}
-    if labelled:
-        obj["label"] = JSON_LABEL[ex.label] if ex.task == "ocnli" else int(ex.label)
-    return json.dumps(obj, ensure_ascii=False) + "\n"
-
-
-@pytest.fixture(scope="module")
-def fewclue_dir(synthetic_dir, tmp_path_factory) -> Path:
-    """FewCLUE-shaped files for ocnli and tnews whose texts are taken from the synthetic training files."""
-    root = tmp_path_factory.mktemp("fewclue")
-    for name in ("ocnli", "tnews"):
-        rows = read_tsv(synthetic_dir / TASKS[name].files["train"], TASKS[name], True)
-        (root / name).mkdir()
-        for i, part in enumerate(("train_0", "dev_0", "train_1", "dev_1")):
-            (root / name / f"{part}.json").write_text("".join(as_json(e) for e in rows[6 * i:6 * i + 6]), "utf-8")
-        (root / name / "unlabeled.json").write_text("".join(as_json(e, False) for e in rows[24:30]), "utf-8")
-    (root / "tnews" / "label_index2en2zh.json").write_text('{"100": "news_story"}\n', "utf-8")
-    return root
 
 
 def fewshot_cfg(synthetic_dir, fewclue_dir, *extra):

@@ -1,6 +1,6 @@
 """Readers from files to typed `Example`s, and the seeded stratified validation split.
 
-Rules (documented in the README, asserted by tests/test_data.py):
+Rules (documented in docs/data.md, asserted by tests/test_data.py):
 - competition TSV: UTF-8, tab-separated, no header, one row per line; a UTF-8 BOM and CRLF line endings are
   accepted; quotes are literal text (the competition's OCEMOTION file contains them); lines that are empty or
   only whitespace are skipped (they hold no row). Anything else that does not fit raises `DataError` naming the
