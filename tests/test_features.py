@@ -19,7 +19,7 @@ def test_ids_equal_the_plain_tokenizer_when_nothing_is_cut(tiny):
     e = Example("ocnli", "1", {"premise": "他在看书。", "hypothesis": "他在学习"}, "0")
     f = enc.encode([e])[0]
     (text,) = enc.parts(enc.patterns[0].render(e), 0)
-    assert text == "前提：他在看书。。假设：他在学习。关系：[MASK][MASK]。"
+    assert text == "前提：他在看书。假设：他在学习。关系：[MASK][MASK]。"
     assert list(f.input_ids) == tok(text)["input_ids"] and f.second_segment is None
     assert f.input_ids[f.slot_start:f.slot_start + 2] == (tok.mask_token_id,) * 2 and f.label == 0
 

@@ -20,6 +20,7 @@ from pet_mtl.prompts import (
     load_pattern,
     load_pattern_set,
 )
+from pet_mtl.prompts.sandbox import ENV
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "patterns"
 TNEWS_WORDS = {c: w for c, w in zip(["100", "101", "102", "103", "104", "106", "107", "108", "109", "110", "112",
@@ -53,6 +54,45 @@ def test_a_pair_boundary_splits_the_cloze_into_two_texts():
     # an empty field still counts as a side: a row with an empty hypothesis is a pair with an empty second text
     nli = Pattern("ocnli", "p", "{{ premise }}{{ mask }}{{ sep }}{{ hypothesis }}", {"0": "是", "1": "或", "2": "否"})
     assert nli.render(Example("ocnli", "1", {"premise": "甲", "hypothesis": ""}, None)).parts("[M]", 1) == ("甲[M]", "")
+
+
+PUNCTUATION = "。！？!?.，,；;：:、…~～"
+
+
+@pytest.mark.parametrize("template", sorted(str(p.relative_to(PATTERNS_ROOT)) for p in PATTERNS_ROOT.rglob("*.j2")))
+def test_no_shipped_pattern_doubles_the_punctuation_a_text_ends_with(template):
+    """A field that ends in punctuation (OCNLI: 11,262 of 50,437 premises) meets the pattern's own mark once:
+    `他去了北京。` reads `他去了北京？[MASK]，` and not `他去了北京。？[MASK]，`; every ending of every field, in
+    every shipped template."""
+    task = template.split("/")[0]
+    pattern = load_pattern(task, PatternSpec(template))
+    for end in ["", *"。！？，、…", "！！", "。 "]:
+        fields = {f: f"他们在看书{end}" for f in TASKS[task].fields}
+        text = pattern.render(Example(task, "1", fields, None)).text("[M]", 2)
+        doubled = re.search(f"[{re.escape(PUNCTUATION)}]\\s*[{re.escape(PUNCTUATION)}]", text)
+        assert doubled is None or end in ("！！",) and doubled.group(0) == "！！", (template, end, text)
+
+
+def test_a_fields_end_methods_and_filters_act_on_its_text():
+    """Inside a template a field is its text in a frame of markers; what trims or tests its ends sees the text, as
+    the template's author means it, and the frame stays out of reach."""
+    def render(source: str, title: str) -> str:
+        return tnews(source + "{{ mask }}").render(ex(title)).text("[M]", 2)
+
+    assert render("{{ title.rstrip('。') }}|", "国足赢了。") == "国足赢了|[M][M]"
+    assert render("{{ title | trim }}|", "  国足赢了 ") == "国足赢了|[M][M]"
+    assert render("{{ title.endswith('了') }}|{{ title.startswith('国') }}|", "国足赢了") == "True|True|[M][M]"
+    assert render("{{ title.removesuffix('了') }}|", "国足赢了") == "国足赢|[M][M]"
+    assert render("{{ title | rstrip_punct }}？", "国足赢了！！") == "国足赢了？[M][M]"
+    assert render("{{ title | rstrip_punct }}？", "！？") == "！？？[M][M]"  # all punctuation: kept whole
+    assert render("{{ title | sentence }}", "国足赢了") == "国足赢了。[M][M]"
+    assert render("{{ title | sentence }}", "国足赢了？") == "国足赢了？[M][M]"
+    assert render("{{ title | sentence }}", "国足赢了，") == "国足赢了。[M][M]"
+    # the added full stop is pattern text: truncation, which cuts fields only, keeps it
+    r = tnews("{{ title | sentence }}{{ mask }}").render(ex("国足赢了"))
+    assert [(s.text, s.field) for s in r.segments[:2]] == [("国足赢了", "title"), ("。", None)]
+    with pytest.raises(PatternError, match="sandbox"):
+        tnews("{{ title._frame }}{{ mask }}").render(ex("国足"))
 
 
 def test_text_with_private_use_characters_renders_verbatim():
@@ -91,7 +131,7 @@ def test_every_shipped_template_with_every_verbalizer_is_valid(template, verbali
     known to a tokenizer built from the shipped text; whatever file is added under patterns/ is checked here."""
     task = TASKS[template.parent.name]
     p = load_pattern(task.name, PatternSpec(str(template.relative_to(PATTERNS_ROOT)), verbalizer))
-    ast = jinja2.Environment().parse(template.read_text(encoding="utf-8"))
+    ast = ENV.parse(template.read_text(encoding="utf-8"))
     assert jinja2.meta.find_undeclared_variables(ast) <= set(task.fields) | {"mask", "sep"}
     fields = {f: f"〔{f}〕" for f in task.fields}
     rendered = p.render(Example(task.name, "1", fields, None))

@@ -2,7 +2,7 @@
 
 The blog this project follows shares one unidirectional model across tasks by "putting a task field before each
 sample, such as 文本多分类 or 情感分析, and turning every task into generation". A causal pattern is a template
-whose slot ends it, e.g. `新闻分类：{{ title }}。类别：{{ mask }}`; a label's score is the teacher-forced
+whose slot ends it, e.g. `新闻分类：{{ title | sentence }}类别：{{ mask }}`; a label's score is the teacher-forced
 log-likelihood of its word's tokens after the prompt (summed by default; the pattern's scoring rule `word_mean`
 divides by the word's token count), several words per label combined as for pet. Training is the same
 cross-entropy over the task's labels, so calibration, saved scores, ensembles, distillation and iPET work unchanged.

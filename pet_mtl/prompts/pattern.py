@@ -13,7 +13,7 @@ from jinja2.sandbox import SecurityError
 from pet_mtl.core.errors import DataError, PatternError
 from pet_mtl.core.tasks import Task, get_task
 from pet_mtl.data.readers import Example
-from pet_mtl.prompts.sandbox import ENV, MAX_TEMPLATE_CHARS, check_budget, error_line, render_bounded
+from pet_mtl.prompts.sandbox import ENV, MAX_TEMPLATE_CHARS, FieldText, check_budget, error_line, render_bounded
 
 MAX_SLOT = 16
 _MARKER_BLOCK = 0x200  # slot, field open/close, then one code point per field from +0x100
@@ -188,7 +188,7 @@ class Pattern:
         origin = self.origin or self.name
         task = get_task(self.task)
         mk = _free_markers(example)
-        ctx = {f: f"{mk.open}{mk.field(i)}{example.fields[f]}{mk.close}" for i, f in enumerate(task.fields)}
+        ctx = {f: FieldText(example.fields[f], f"{mk.open}{mk.field(i)}", mk.close) for i, f in enumerate(task.fields)}
         row = f"row {example.id}" + (f" ({example.source})" if example.source else "")
         try:
             out = render_bounded(self._template, mask=_Mask(mk.slot), sep=mk.sep, **ctx)

@@ -129,6 +129,76 @@ def _indent(s, width=4, first=False, blank=False):
     return jinja_filters.do_indent(s, width, first, blank)
 
 
+class FieldText(str):
+    """A field as a template sees it: the field's text inside a frame of marker characters (rendering finds the
+    field again by them, so truncation cuts fields and never the pattern), whose end-trimming and end-testing
+    methods act on the text alone, as a template's author means them: `{{ premise.rstrip('。') }}` drops the
+    premise's own full stop, where on the framed string it would meet the closing marker and drop nothing."""
+
+    def __new__(cls, text: str, before: str = "", after: str = "") -> "FieldText":
+        self = super().__new__(cls, f"{before}{text}{after}")
+        self._frame = (text, before, after)
+        return self
+
+    @property
+    def _text(self) -> str:
+        return self._frame[0]
+
+    def _same_frame(self, text: str) -> "FieldText":
+        return FieldText(text, *self._frame[1:])
+
+    def strip(self, chars: str | None = None) -> "FieldText":
+        return self._same_frame(self._text.strip(chars))
+
+    def lstrip(self, chars: str | None = None) -> "FieldText":
+        return self._same_frame(self._text.lstrip(chars))
+
+    def rstrip(self, chars: str | None = None) -> "FieldText":
+        return self._same_frame(self._text.rstrip(chars))
+
+    def removeprefix(self, prefix: str) -> "FieldText":
+        return self._same_frame(self._text.removeprefix(prefix))
+
+    def removesuffix(self, suffix: str) -> "FieldText":
+        return self._same_frame(self._text.removesuffix(suffix))
+
+    def startswith(self, *args: Any) -> bool:
+        return self._text.startswith(*args)
+
+    def endswith(self, *args: Any) -> bool:
+        return self._text.endswith(*args)
+
+
+def text_of(value: Any) -> str:
+    """The text of a field (without its frame) or of any other value."""
+    return value._text if isinstance(value, FieldText) else str(value)
+
+
+#: punctuation that ends a sentence, and punctuation that only pauses one (a text cut off mid-sentence ends so)
+FINAL_PUNCTUATION = "。！？!?…~～."
+PAUSE_PUNCTUATION = "，,；;：:、"
+_SPACE = " \t\u3000"
+
+
+def _rstrip_punct(value: Any) -> Any:
+    """`{{ premise | rstrip_punct }}？`: the text without its own closing punctuation, so the template's mark is the
+    only one (a text that is all punctuation is kept whole: it would otherwise vanish)."""
+    stripped = value.rstrip(FINAL_PUNCTUATION + PAUSE_PUNCTUATION + _SPACE) if isinstance(value, str) else value
+    return stripped if text_of(stripped).strip() else value
+
+
+def _sentence(value: Any) -> Any:
+    """`{{ text | sentence }}我感到很{{ mask }}`: the text ending with one sentence-final mark: its own (a 。, ！ or
+    ？ says something about the text, so it is kept) or, where it has none, a full stop after it; a trailing pause
+    (，、；：) becomes that full stop."""
+    if not isinstance(value, str):
+        return value
+    stripped = value.rstrip(PAUSE_PUNCTUATION + _SPACE)
+    if not text_of(stripped).strip():
+        return value
+    return stripped if stripped.endswith(tuple(FINAL_PUNCTUATION)) else stripped + "。"
+
+
 def _charged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """A filter whose result is charged to the render's budget (Jinja's pass_* marker kept)."""
 
@@ -145,7 +215,8 @@ _LINEAR_FILTERS = ("abs", "capitalize", "default", "d", "first", "last", "length
 #: the filters a template may use: those whose output grows at most linearly, and the multiplying ones, checked
 ALLOWED_FILTERS = {name: _charged(name, f) for name, f in
                    {**{name: jinja_filters.FILTERS[name] for name in _LINEAR_FILTERS},
-                    "replace": _replace, "join": _join, "center": _center, "indent": _indent}.items()}
+                    "replace": _replace, "join": _join, "center": _center, "indent": _indent,
+                    "rstrip_punct": _rstrip_punct, "sentence": _sentence}.items()}
 
 
 class _CodeGenerator(CodeGenerator):
@@ -159,6 +230,11 @@ class _CodeGenerator(CodeGenerator):
         self.write("))")
 
 
+def _kind(value: Any) -> str:
+    """A value's type as a template's author knows it: a field is a str."""
+    return "str" if isinstance(value, str) else type(value).__name__
+
+
 class _PatternEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox with every step that can create text or numbers checked: arithmetic, concatenation, filters and
     method calls; `%` on a string (printf formatting, whose width specifiers size the output) is refused."""
@@ -168,13 +244,13 @@ class _PatternEnvironment(ImmutableSandboxedEnvironment):
     intercepted_unops = frozenset({"-", "+"})
 
     def call_binop(self, context, operator, left, right):
-        what = f"{type(left).__name__} {operator} {type(right).__name__}"
+        what = f"{_kind(left)} {operator} {_kind(right)}"
         if operator == "%" and isinstance(left, str):
             raise SecurityError("`%` on text (printf formatting) is refused: its width specifiers size the output")
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-                    check_size(f"{type(seq).__name__} * {n}", len(seq) * n)
+                    check_size(f"{_kind(seq)} * {n}", len(seq) * n)
         if operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
             check_size(what, len(left) + len(right))
         return _charge(what, _number(what, super().call_binop(context, operator, left, right)))
