@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> str:
     out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.checkpoint, cfg.split, bool(cfg.files))
     result = write_submission(cfg.checkpoint, cfg.data.dir, cfg.split, out, cfg.batch_size, cfg.precision,
                               cfg.device, cfg.trust_pickle, dict(cfg.files), cfg.labelled, cfg.strict, cfg.progress,
-                              cfg.save_scores, cfg.calibrate)
+                              cfg.save_scores, cfg.calibrate, cfg.base_model)
     if result.suffix == ".zip":
         print(f"submission: {result}")
     else:

@@ -87,7 +87,8 @@ NOT_RUN = {
 #: training stops after two steps of four rows (values replace the command's own)
 TRAIN_SMOKE = {"train.max_steps": "2", "train.batch_size": "4", "train.eval_every": "0", "train.progress": "false",
                "train.plots": "false", "train.predict_splits": "[]", "data.max_train_per_task": "8",
-               "data.val_size": "30", "data.max_val_per_task": "6", "data.held_out_per_task": "6", "data.k_per_class": "2",
+               "data.val_size": "30", "data.max_val_per_task": "6", "data.held_out_per_task": "6",
+               "data.k_per_class": "2",
                "train.mlm_batch_size": "2", "distill.max_rows_per_task": "6"}
 PRETRAIN_SMOKE = {"train.max_steps": "2", "train.batch_size": "2", "data.eval_docs": "4", "train.progress": "false"}
 WORKBENCH_SMOKE = {"--rows": "12", "--candidates": "20"}

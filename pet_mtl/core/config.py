@@ -26,6 +26,22 @@ class TinyModelConfig:
 
 
 @dataclass
+class LoraOptions:
+    """LoRA adapters (through peft) in the backbone: the backbone frozen, low-rank updates of its attention
+    projections trained, and checkpoints that hold only what was trained (pet_mtl/backbones/adapters.py)."""
+
+    #: the adapters' rank; 0 (the default) trains the whole backbone as usual, > 0 turns LoRA on
+    r: int = 0
+    #: the update's scale is alpha / r
+    alpha: float = 16.0
+    #: dropout on the adapters' input
+    dropout: float = 0.0
+    #: the backbone's linear layers (by name) that get adapters; null: the attention's query and value projections
+    #: under their names for the architecture (peft's table; query/value, q_proj/v_proj, c_attn...)
+    target_modules: Optional[List[str]] = None
+
+
+@dataclass
 class ModelConfig:
     #: a local Hugging Face masked-LM directory (e.g. ../shared/models/zh-mini-mlm); null builds a tiny random one
     path: Optional[str] = None
@@ -49,6 +65,7 @@ class ModelConfig:
     #: initialises its classifiers) | torch (PyTorch's nn.Linear default: Kaiming-uniform weights, uniform bias)
     head_init: str = "bert"
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 @dataclass
@@ -252,6 +269,9 @@ class PredictConfig:
     trust_pickle: bool = False
     #: refuse a checkpoint whose weights or special tokens do not match what it records (false: load and warn)
     strict: bool = True
+    #: a LoRA checkpoint's base model folder, when the base is no longer where it was trained (its weights must be
+    #: the same: their fingerprint is checked); null: the folder the checkpoint records
+    base_model: Optional[str] = None
     #: torch threads; null = torch's default
     num_threads: Optional[int] = None
     #: a progress bar per task
@@ -414,7 +434,8 @@ TRAIN_RANGES = {
     "model.cln_dim": _at_least(1), "model.head_dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
     "data.val_size": _above(0), "data.max_train_per_task": _at_least(1, True),
     "data.max_val_per_task": _at_least(1, True), "data.k_per_class": _at_least(1),
-    "data.held_out_per_task": _above(0),
+    "data.held_out_per_task": _above(0), "model.lora.r": _at_least(0), "model.lora.alpha": _above(0),
+    "model.lora.dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
 }
 PREDICT_RANGES = {"batch_size": _at_least(1), "num_threads": _at_least(1, optional=True)}
 PRETRAIN_RANGES = {

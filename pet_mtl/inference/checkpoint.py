@@ -2,6 +2,8 @@
 
 Layout of a checkpoint directory:
   model/          the masked LM's save_pretrained (safetensors + config.json): a plain backbone any tool can load
+  adapter.safetensors  instead of model/ for a LoRA run (model.lora.r > 0): the adapters alone; pet_mtl.json's
+                  `adapter` names the base model they were trained on and the fingerprint of its weights
   method.safetensors  the method's own parameters (task heads, conditional LayerNorm), when it has any
   tokenizer/      save_pretrained (tokenizer.json, vocab, config)
   pet_mtl.json    method and its options, tasks and their label codes, the patterns (template source +
@@ -21,6 +23,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from pet_mtl.backbones.adapters import Adapter, adapter_weights, add_lora, fingerprint
 from pet_mtl.backbones.loading import check_finite, load_pretrained, refuse_pickles
 from pet_mtl.core.errors import CheckpointError, ConfigError
 from pet_mtl.core.io import atomic_dir
@@ -31,6 +34,7 @@ from pet_mtl.prompts import Pattern
 FORMAT_VERSION = 1
 META = "pet_mtl.json"
 METHOD_STATE = "method.safetensors"
+ADAPTER_STATE = "adapter.safetensors"
 
 
 def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config_yaml: str,
@@ -40,12 +44,17 @@ def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config
     folder is swapped in, so they are part of the same atomic write."""
 
     def write(tmp: Path) -> None:
-        model.mlm.save_pretrained(tmp / "model", safe_serialization=True)
+        if model.adapter is not None:  # LoRA: the base stays where it is, named and fingerprinted in pet_mtl.json
+            save_file({k: v.detach().contiguous() for k, v in adapter_weights(model.mlm).items()}, tmp / ADAPTER_STATE)
+        else:
+            model.mlm.save_pretrained(tmp / "model", safe_serialization=True)
         extra = model.extra_state()
         if extra:
             save_file({k: v.detach().contiguous() for k, v in extra.items()}, tmp / METHOD_STATE)
         tokenizer.save_pretrained(tmp / "tokenizer")
         doc = {"format_version": FORMAT_VERSION, **meta, "special_tokens": special_tokens(tokenizer)}
+        if model.adapter is not None:
+            doc["adapter"] = model.adapter.to_dict()
         (tmp / META).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         if write_extra is not None:
@@ -101,14 +110,20 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | Path, trust_pickle: bool = False, strict: bool = True):
+def load_checkpoint(path: str | Path, trust_pickle: bool = False, strict: bool = True, base_model: str | None = None):
     """(checkpoint dir, tokenizer, masked LM, meta, patterns by task), verified: the weights are exactly those the
-    model needs, and the tokenizer's special tokens are the ones the checkpoint was trained with."""
+    model needs, and the tokenizer's special tokens are the ones the checkpoint was trained with. A LoRA checkpoint's
+    base is loaded from where it was trained (or `base_model`, the same weights in another folder) and must have the
+    fingerprint recorded; its adapters are then injected and loaded."""
     ckpt = resolve(path)
     refuse_pickles(ckpt, trust_pickle)
     meta = load_meta(ckpt)
-    tokenizer, mlm = load_pretrained(ckpt / "model", trust_pickle, tokenizer_dir=ckpt / "tokenizer", strict=strict,
-                                     exact=True, kinds=("masked", "causal"))
+    adapter = read_adapter(ckpt, meta)
+    if adapter is None:
+        tokenizer, mlm = load_pretrained(ckpt / "model", trust_pickle, tokenizer_dir=ckpt / "tokenizer", strict=strict,
+                                         exact=True, kinds=("masked", "causal"))
+    else:
+        tokenizer, mlm = load_base(ckpt, adapter, base_model, trust_pickle, strict)
     recorded, found = meta.get("special_tokens"), special_tokens(tokenizer)
     if recorded is not None and recorded != found:
         changed = {k: f"{recorded.get(k)} -> {found[k]}" for k in found if recorded.get(k) != found[k]}
@@ -126,16 +141,62 @@ def load_checkpoint(path: str | Path, trust_pickle: bool = False, strict: bool =
     return ckpt, tokenizer, mlm, meta, patterns
 
 
+def read_adapter(ckpt: Path, meta: dict[str, Any]) -> Adapter | None:
+    """The LoRA record of pet_mtl.json, checked, or None for a checkpoint that holds its whole model."""
+    if meta.get("adapter") is None:
+        return None
+    try:
+        return Adapter.from_dict(meta["adapter"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(ckpt / META, None, f"'adapter' must be {{base, fingerprint, r, alpha, dropout, "
+                              f"target_modules}}: {type(e).__name__}: {str(e)[:120]}") from None
+
+
+def load_base(ckpt: Path, adapter: Adapter, base_model: str | None, trust_pickle: bool, strict: bool):
+    """(tokenizer, backbone with the checkpoint's adapters): the base as recorded, refused when its weights are not
+    the ones the adapters were trained on."""
+    base = base_model or adapter.base
+    try:
+        tokenizer, mlm = load_pretrained(base, trust_pickle, tokenizer_dir=ckpt / "tokenizer", strict=strict,
+                                         kinds=("masked", "causal"))
+    except ConfigError as e:
+        raise CheckpointError(ckpt / META, None, f"its LoRA adapters need their base model {base}, which does not "
+                              f"load: {e}; pass the base's folder as base_model=<folder>") from None
+    found = fingerprint(mlm)
+    if found != adapter.fingerprint:
+        raise CheckpointError(ckpt / META, None, f"its LoRA adapters were trained on {adapter.base} (weights "
+                              f"fingerprint {adapter.fingerprint}); {base} holds other weights ({found}): adapters "
+                              "only mean something on the model they were trained on")
+    add_lora(mlm, adapter.base, adapter.r, adapter.alpha, adapter.dropout, adapter.target_modules)
+    load_adapter_weights(mlm, ckpt)
+    return tokenizer, mlm
+
+
+def load_adapter_weights(mlm, ckpt: Path) -> None:
+    """adapter.safetensors into a backbone that has the adapters: exactly its adapter tensors, with their shapes."""
+    path = ckpt / ADAPTER_STATE
+    try:
+        tensors = load_file(path)
+    except Exception as e:  # missing, truncated or corrupt
+        raise CheckpointError(path, None, f"unreadable: {type(e).__name__}: {str(e)[:200]}") from None
+    mismatch = shape_mismatch(adapter_weights(mlm), tensors)
+    if mismatch:
+        raise CheckpointError(path, None, f"adapter weights do not match the model's adapters: {mismatch}")
+    check_finite(tensors, path)
+    mlm.load_state_dict(tensors, strict=False)
+
+
 def method_options(meta: dict[str, Any]) -> MethodOptions:
     # a checkpoint from before segment ids existed was trained without them: feed it as it was trained
     return MethodOptions(**{"segment_ids": False, **meta.get("method_options", {})})
 
 
-def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = True):
+def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = True, base_model: str | None = None):
     """(checkpoint dir, meta, featurizer, model): the method the checkpoint names, rebuilt with its weights."""
-    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, trust_pickle, strict)
+    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, trust_pickle, strict, base_model)
     featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, list(meta["tasks"]),
                                      meta["max_length"], method_options(meta))
+    model.adapter = read_adapter(ckpt, meta)
     load_method_state(model, ckpt)
     check_finite(model.extra_state(), ckpt)  # the method's own parameters (the backbone's: as it loaded)
     return ckpt, meta, featurizer, model
@@ -143,24 +204,35 @@ def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = Tru
 
 def load_weights(model: Scorer, path: str | Path) -> None:
     """Put a checkpoint's weights (masked LM and method parameters) into an already built model of its method."""
-    ckpt, _, saved, _, _ = load_checkpoint(path)
-    model.mlm.load_state_dict(saved.state_dict())
+    ckpt = resolve(path)
+    if read_adapter(ckpt, load_meta(ckpt)) is not None:  # the base is the model's own: only the adapters change
+        load_adapter_weights(model.mlm, ckpt)
+    else:
+        _, _, saved, _, _ = load_checkpoint(path)
+        model.mlm.load_state_dict(saved.state_dict())
     load_method_state(model, ckpt)
 
 
 def load_method_state(model, ckpt: Path) -> None:
     """Load method.safetensors into `model`; every non-backbone parameter must be there, and nothing else."""
-    expected = {k: tuple(v.shape) for k, v in model.extra_state().items()}
     path = ckpt / METHOD_STATE
     try:
         tensors = load_file(path) if path.is_file() else {}
     except Exception as e:  # a truncated or corrupt file
         raise CheckpointError(path, None, f"unreadable: {type(e).__name__}: {str(e)[:200]}") from None
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if found != expected:
-        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        shapes = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
-        raise CheckpointError(path, None, f"method parameters do not match the model: missing {missing[:5]}, "
-                              f"unexpected {extra[:5]}, other shape {shapes[:5]}")
+    mismatch = shape_mismatch(model.extra_state(), tensors)
+    if mismatch:
+        raise CheckpointError(path, None, f"method parameters do not match the model: {mismatch}")
     model.load_state_dict(tensors, strict=False)
+
+
+def shape_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str | None:
+    """How a file's tensors differ from those a model expects (names and shapes), or None when they agree."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    got = {k: tuple(v.shape) for k, v in found.items()}
+    if want == got:
+        return None
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    shapes = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    return f"missing {missing[:5]}, unexpected {extra[:5]}, other shape {shapes[:5]}"
 

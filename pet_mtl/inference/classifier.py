@@ -41,13 +41,15 @@ class Classifier:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "auto", batch_size: int = 32, precision: str = "auto",
-                        trust_pickle: bool = False, strict: bool = True, progress: bool = False) -> "Classifier":
+                        trust_pickle: bool = False, strict: bool = True, progress: bool = False,
+                        base_model: str | None = None) -> "Classifier":
         """`path`: a run directory (its checkpoint-best) or a checkpoint directory. `device`: auto (the GPU when
-        torch sees one), cpu, cuda or cuda:N; `precision`: auto (bf16 on a GPU that has it), fp32 or bf16."""
+        torch sees one), cpu, cuda or cuda:N; `precision`: auto (bf16 on a GPU that has it), fp32 or bf16.
+        `base_model`: a LoRA checkpoint's base model, when it is no longer where it was trained."""
         batch_size = _batch_size(batch_size)
         dev = resolve_device(device)
         precision = resolve_precision(precision, dev)
-        ckpt, meta, featurizer, model = load_scorer(path, trust_pickle, strict)
+        ckpt, meta, featurizer, model = load_scorer(path, trust_pickle, strict, base_model)
         biases = calibration.load(ckpt, {t: get_task(t).labels for t in meta["tasks"]})
         predictor = Predictor(featurizer, model.to(dev).eval(), batch_size, precision, dev,
                               pad_multiple(None, precision, dev), progress=progress, biases=biases)

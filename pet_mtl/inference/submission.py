@@ -98,7 +98,7 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
                      batch_size: int = 128, precision: str = "auto", device: str = "auto",
                      trust_pickle: bool = False, files: dict[str, str | Path] | None = None,
                      labelled: bool = False, strict: bool = True, progress: bool = False,
-                     save_scores: bool = False, calibrate: bool = True) -> Path:
+                     save_scores: bool = False, calibrate: bool = True, base_model: str | None = None) -> Path:
     """Predict every task of the checkpoint on its competition test file `split` (a or b) in `data_dir`, or, with
     `files`, on the given files (TSV or CLUE JSON lines; only those tasks); with `labelled`, the files' labels are
     also scored and the per-task macro-F1 written to eval.json beside the predictions. The zip is written only when
@@ -107,7 +107,8 @@ def write_submission(checkpoint: str | Path, data_dir: str | Path | None, split:
     over the task's labels, before calibration) for `python -m pet_mtl.ensemble`. A checkpoint's calibration biases
     (calibration.json) decide the labels unless `calibrate` is false."""
     with claimed(out_dir) as out:
-        clf = Classifier.from_pretrained(checkpoint, device, batch_size, precision, trust_pickle, strict, progress)
+        clf = Classifier.from_pretrained(checkpoint, device, batch_size, precision, trust_pickle, strict, progress,
+                                         base_model)
         ckpt, meta = clf.checkpoint, clf.meta
         if files:
             unknown = sorted(set(files) - set(meta["tasks"]))

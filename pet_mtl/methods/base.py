@@ -73,6 +73,9 @@ class Scorer(nn.Module):
         self.mlm = backbone.model
         self.backbone = backbone  # not a module: the model is registered once, as mlm
         self.conditioning: nn.Module | None = None
+        #: the LoRA adapters injected into mlm (pet_mtl/backbones/adapters.py), when any: a checkpoint then saves
+        #: only them and the base they were trained on
+        self.adapter: Any = None
 
     def forward(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None,
                 **_) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from pet_mtl.backbones.adapters import add_lora, parameter_counts
 from pet_mtl.backbones.loading import build_tiny, check_positions, load_pretrained
 from pet_mtl.core.config import Config
 from pet_mtl.core.device import resolve_device, settle
@@ -92,11 +93,17 @@ class Trainer(Loop):
         self.data = load_task_data(cfg)
         self.tokenizer, mlm = self._backbone()
         check_positions("model.max_length", cfg.model.max_length, mlm.config)
+        adapter = self._adapters(mlm)
         self.options = MethodOptions(cln_dim=cfg.model.cln_dim, segment_ids=cfg.model.segment_ids,
                                      head_dropout=cfg.model.head_dropout, head_init=cfg.model.head_init)
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
                                               cfg.model.max_length, self.options)
+        model.adapter = adapter
         self.model = model.to(self.device)
+        trained, total = parameter_counts(self.model)
+        log.info("parameters: %s trained of %s (%.2f%%)%s", f"{trained:,}", f"{total:,}", 100 * trained / total,
+                 "" if adapter is None else f"; LoRA r={adapter.r} alpha={adapter.alpha:g} on "
+                 f"{', '.join(adapter.target_modules)}, the backbone frozen")
         self.ddp = self.dist.wrap(self.model, self.device, find_unused_parameters=self.method.sparse_gradients)
         self.objective = build_objective(cfg)
         self.soft_rows: dict[str, list] = {}  # distillation: per task, the unlabelled rows and their soft labels
@@ -135,6 +142,16 @@ class Trainer(Loop):
             texts += [p.source, *p.verbalizer.values()]
         tiny = cfg.model.tiny
         return build_tiny(self.run_dir / "tiny-backbone", texts, tiny.hidden, tiny.layers, tiny.heads, seed=cfg.seed)
+
+    def _adapters(self, mlm):
+        """model.lora.r > 0: LoRA adapters into the backbone, which is then frozen (the record goes with every
+        checkpoint, naming the base by its absolute path and the fingerprint of its weights)."""
+        lora = self.cfg.model.lora
+        if not lora.r:
+            return None
+        base = Path(self.cfg.model.path).resolve() if self.cfg.model.path else self.run_dir / "tiny-backbone"
+        return add_lora(mlm, str(base), lora.r, lora.alpha, lora.dropout,
+                        list(lora.target_modules) if lora.target_modules else None)
 
     def _training_features(self) -> tuple[list[Feature], dict[str, list[int]]]:
         """All training features, and which of them belong to each task."""
