@@ -191,6 +191,8 @@ def preview(args) -> int:
                 full = len(tokenizer(*featurizer.parts(pattern.render(ex), f.head))["input_ids"])
                 print(f"  {pattern.name}: {len(tokens)} tokens" + (f" (cut from {full})" if full > len(tokens) else "")
                       + f", slot at {f.slot_start}..{f.slot_start + f.slot_len - 1}")
+            for j, row in zip(f.prompt_positions, f.prompt_rows):  # learned tokens: which table row, not the placeholder
+                tokens[j] = f"[soft:{row}]"
             print("  model sees: " + " ".join(tokens))
     return 0
 

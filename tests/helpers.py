@@ -75,3 +75,15 @@ def write_fewclue(root: Path, data_dir: Path) -> Path:
         (root / name / "unlabeled.json").write_text("".join(as_json(e, False) for e in rows[24:30]), "utf-8")
     (root / "tnews" / "label_index2en2zh.json").write_text('{"100": "news_story"}\n', "utf-8")
     return root
+
+
+def write_soft_patterns(root: Path) -> str:
+    """A pattern root with one template per task that has learned tokens (soft(n) and soft(text)); returns the
+    inline pattern set (`patterns={...}`) that uses them."""
+    for task, source in {"tnews": "{{ soft(4) }}{{ title }}{{ soft('类别') }}{{ mask }}",
+                         "ocemotion": "{{ soft(4) }}{{ text }}我感到很{{ mask }}",
+                         "ocnli": "{{ soft(2) }}{{ premise }}？{{ mask }}，{{ hypothesis }}"}.items():
+        (root / task).mkdir(parents=True, exist_ok=True)
+        (root / task / "soft.j2").write_text(source, encoding="utf-8")
+    return "{" + ", ".join(f"{t}: [{{template: {t}/soft.j2{', verbalizer: relation' if t == 'ocnli' else ''}}}]"
+                           for t in ("ocnli", "ocemotion", "tnews")) + "}"

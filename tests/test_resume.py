@@ -2,6 +2,7 @@
 uninterrupted run."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from helpers import make_cfg, run_and_interrupt
+from helpers import make_cfg, run_and_interrupt, write_soft_patterns
 from safetensors.torch import load_file
 
 TIMING = {"train_seconds", "eval_seconds", "train_examples_per_s"}
@@ -74,8 +75,10 @@ class Killed(Exception):
 @pytest.mark.parametrize("options", [["train.batch_tasks=mixed"],
                                      ["train.mlm_weight=0.5", "data.unlabelled.tnews=[a,b]", "train.mlm_batch_size=2"],
                                      ["distill.teachers=[{teacher}]", "data.unlabelled.tnews=[a,b]",
-                                      "data.unlabelled.ocnli=[a]"], ["train.ema=0.8"], ["model.lora.r=4"]],
-                         ids=["mixed-task-batches", "auxiliary-mlm", "distillation", "weight-average", "lora"])
+                                      "data.unlabelled.ocnli=[a]"], ["train.ema=0.8"], ["model.lora.r=4"],
+                                     ["pattern_roots=[{soft_root}]", "patterns={soft_set}", "train.prompt_lr=1e-2"]],
+                         ids=["mixed-task-batches", "auxiliary-mlm", "distillation", "weight-average", "lora",
+                              "soft-prompts"])
 def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run, tmp_path, options):
     """Mixed-task batches (the default is single-task), the auxiliary MLM's unlabelled stream, distillation's soft
     rows and the weight average (trained weights in the state, the average in the checkpoint) keep the exact-resume
@@ -85,9 +88,12 @@ def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run
     from pet_mtl.training.plugins import Algorithm
     from pet_mtl.training.trainer import Trainer
 
+    soft_root = tmp_path / "soft-patterns"
+    fill = {"{teacher}": str(trained_run), "{soft_root}": str(soft_root), "{soft_set}": write_soft_patterns(soft_root)}
+
     def cfg(*extra):
-        return make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}",
-                        *(o.format(teacher=trained_run) for o in options),
+        filled = [functools.reduce(lambda o, kv: o.replace(*kv), fill.items(), o) for o in options]
+        return make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", *filled,
                         "train.max_steps=8", "train.eval_every=4", "train.batch_size=8", "train.lr=3e-3",
                         "train.progress=false", "train.predict_splits=[]", "train.calibrate=false", *extra)
 
@@ -114,3 +120,7 @@ def test_other_batch_streams_resume_exactly(tiny_dir, synthetic_dir, trained_run
     wa = load_file(full / "checkpoint-last" / weights)
     wb = load_file(killed / "checkpoint-last" / weights)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    if "patterns={soft_set}" in options:  # the learned tokens are the method's: method.safetensors
+        pa = load_file(full / "checkpoint-last" / "method.safetensors")
+        pb = load_file(killed / "checkpoint-last" / "method.safetensors")
+        assert set(pa) == {"prompts.weight"} and torch.equal(pa["prompts.weight"], pb["prompts.weight"])

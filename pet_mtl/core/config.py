@@ -118,6 +118,12 @@ class OptimizerConfig:
 
 @dataclass
 class TrainConfig(OptimizerConfig):
+    #: learning rate of the learned prompt tokens (the patterns' soft()); null: train.lr. P-tuning and PaddleNLP
+    #: train prompt embeddings at a larger rate than the model they steer
+    prompt_lr: Optional[float] = None
+    #: prompts: train only the learned prompt tokens, everything else frozen (prompt tuning); null: all that the
+    #: method and model.lora leave trainable
+    train_only: Optional[str] = None
     epochs: float = 2.0
     #: stop after this many optimizer steps (overrides epochs)
     max_steps: Optional[int] = None
@@ -399,8 +405,9 @@ def _at_least(low: float, optional: bool = False) -> tuple[Callable[[Any], bool]
             f"{'null or ' if optional else ''}a number >= {low:g}")
 
 
-def _above(low: float) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: finite(v) and v > low), f"a finite number > {low:g}"
+def _above(low: float, optional: bool = False) -> tuple[Callable[[Any], bool], str]:
+    return ((lambda v: (optional and v is None) or (finite(v) and v > low)),
+            f"{'null or ' if optional else ''}a finite number > {low:g}")
 
 
 def _between(low: float, high: float, integer: bool = False) -> tuple[Callable[[Any], bool], str]:
@@ -434,7 +441,7 @@ TRAIN_RANGES = {
     "model.cln_dim": _at_least(1), "model.head_dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
     "data.val_size": _above(0), "data.max_train_per_task": _at_least(1, True),
     "data.max_val_per_task": _at_least(1, True), "data.k_per_class": _at_least(1),
-    "data.held_out_per_task": _above(0), "model.lora.r": _at_least(0), "model.lora.alpha": _above(0),
+    "data.held_out_per_task": _above(0), "model.lora.r": _at_least(0), "train.prompt_lr": _above(0, optional=True), "model.lora.alpha": _above(0),
     "model.lora.dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
 }
 PREDICT_RANGES = {"batch_size": _at_least(1), "num_threads": _at_least(1, optional=True)}

@@ -29,6 +29,7 @@ from pet_mtl.methods.causal import CAUSAL
 from pet_mtl.methods.cln import CLN, PET_CLN
 from pet_mtl.methods.cloze import PET
 from pet_mtl.methods.heads import HEADS
+from pet_mtl.methods.soft_prompts import SoftPrompts
 from pet_mtl.prompts import Pattern
 
 METHODS: dict[str, Method] = {}
@@ -65,7 +66,14 @@ def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns:
         raise ConfigError(f"method={m.name} needs a {m.backbone_kinds[0]} LM; {type(mlm).__name__} is a "
                           f"{backbone.kind} LM" + ("; use method=causal" if backbone.kind == "causal" else ""))
     featurizer = m.featurizer(backbone, patterns, list(tasks), max_length, options)
-    return featurizer, m.scorer(backbone, featurizer, options)
+    model = m.scorer(backbone, featurizer, options)
+    table = getattr(featurizer, "prompts", None)
+    if table is not None and table.rows:  # the patterns' soft() tokens: one table for all of them
+        if backbone.kind == "causal" and backbone.candidate_pass != "packed":
+            raise ConfigError(f"soft() tokens need a causal LM that takes a 4D attention mask (the candidates packed "
+                              f"after the prompt); {type(mlm).__name__} scores through its key/value cache")
+        model.prompts = SoftPrompts(table, mlm.get_input_embeddings(), tokenizer.all_special_ids)
+    return featurizer, model
 
 
 __all__ = ["METHODS", "Featurizer", "Method", "MethodOptions", "Scorer", "build_scorer", "get_method", "register"]

@@ -76,13 +76,17 @@ class Scorer(nn.Module):
         #: the LoRA adapters injected into mlm (pet_mtl/backbones/adapters.py), when any: a checkpoint then saves
         #: only them and the base they were trained on
         self.adapter: Any = None
+        #: learned prompt tokens (methods/soft_prompts.py) when the patterns have soft(): saved with the method
+        self.prompts: nn.Module | None = None
 
     def forward(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None,
-                **_) -> torch.Tensor:
+                prompt_positions=None, prompt_rows=None, **_) -> torch.Tensor:
         # token_type_ids reach `scores` only when the featurizer made them, so a scorer of one-segment inputs
         # need not know about them
         segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        with self.conditioning.on(task) if self.conditioning is not None else nullcontext():
+        prompts = (self.prompts.on(prompt_positions, prompt_rows)
+                   if self.prompts is not None and prompt_positions is not None else nullcontext())
+        with prompts, self.conditioning.on(task) if self.conditioning is not None else nullcontext():
             return self.scores(input_ids, attention_mask, slot_positions, head, task, **segments)
 
     def scores(self, input_ids, attention_mask, slot_positions, head, task, token_type_ids=None) -> torch.Tensor:

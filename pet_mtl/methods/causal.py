@@ -27,7 +27,16 @@ from pet_mtl.core.tasks import get_task
 from pet_mtl.data.readers import Example
 from pet_mtl.methods.base import Featurizer, Method, MethodOptions
 from pet_mtl.methods.cloze import ClozeModel
-from pet_mtl.methods.features import Feature, LabelWords, clip_fields, verbalizer_tensors
+from pet_mtl.methods.features import (
+    Feature,
+    LabelWords,
+    PromptTable,
+    check_soft,
+    clip_fields,
+    prompt_tokens,
+    segment_width,
+    verbalizer_tensors,
+)
 from pet_mtl.prompts import Pattern
 
 
@@ -98,6 +107,7 @@ class CausalFeaturizer:
         for p in self.patterns:
             check_causal_pattern(p)
         self.causal = [CausalWords(p, tokenizer) for p in self.patterns]
+        self.prompts = PromptTable.of(self.patterns, tokenizer)
         self.words = [c.words for c in self.causal]
         self._by_task = {t: [i for i, p in enumerate(self.patterns) if p.task == t] for t in self.tasks}
 
@@ -124,13 +134,15 @@ class CausalFeaturizer:
     def _encode_one(self, ex: Example, ex_idx: int, p: int, with_labels: bool) -> Feature:
         pattern, causal = self.patterns[p], self.causal[p]
         rendered = pattern.render(clip_fields(ex, self.max_length))
+        check_soft(pattern, rendered, ex)
         at = next(i for i, s in enumerate(rendered.segments) if s.is_slot)
         segments = rendered.segments[:at]
         spans, pos = [], 0
-        for seg in segments:
+        for s in range(at):
             spans.append(pos)
-            pos += len(seg.text)
-        prompt = "".join(s.text for s in segments)
+            pos += segment_width(rendered, s, 0, "", self.tokenizer.pad_token, self.prompts)
+        prompt = "".join(s.text if s.soft is None else self.tokenizer.pad_token * self.prompts.lengths[
+            rendered.soft[s.soft].key] for s in segments)
         enc = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
         ids = enc["input_ids"]
         owner = [bisect.bisect_right(spans, start) - 1 for start, _ in enc["offset_mapping"]]
@@ -148,6 +160,7 @@ class CausalFeaturizer:
                 longest = max(by_seg, key=lambda s: (len(by_seg[s]), -s))
                 keep[by_seg[longest].pop()] = False
         kept = [t for t, k in zip(ids, keep) if k]
+        owners = [o for o, k in zip(owner, keep) if k]
         if causal.tail:
             if tuple(kept[-len(causal.tail):]) != causal.tail:
                 raise PatternError(pattern.origin, None, f"row {ex.id} ({ex.source}): the prompt's last tokens "
@@ -155,13 +168,17 @@ class CausalFeaturizer:
                                    f"pattern's {self.tokenizer.convert_ids_to_tokens(list(causal.tail))}, which its "
                                    "words continue; end the text before {{ mask }} with a space or a newline")
             kept = kept[: len(kept) - len(causal.tail)]
+        owners = owners[: len(kept)]
+        positions, rows = prompt_tokens(rendered, owners, kept, self.prompts, self.tokenizer.pad_token_id,
+                                        pattern.origin)
+        offset = self.start is not None
         input_ids = ([self.start] if self.start is not None else []) + kept
         if not input_ids:
             raise PatternError(pattern.origin, None, "the prompt is empty and the tokenizer has no start token "
                                "(bos or cls) to continue from; put text before {{ mask }}")
         label = get_task(ex.task).label_index(ex.label) if with_labels and ex.label is not None else -1
         return Feature(tuple(input_ids), len(input_ids), causal.words.slot_len, p, self.tasks.index(ex.task), label,
-                       ex_idx)
+                       ex_idx, prompt_positions=tuple(j + offset for j in positions), prompt_rows=rows)
 
 
 class CausalModel(ClozeModel):

@@ -177,6 +177,80 @@ class Feature:
     soft: tuple[float, ...] | None = None
     #: a sentence pair's second segment starts here (token type 1 from it to the end); None: no token type ids
     second_segment: int | None = None
+    #: learned tokens (a pattern's soft()): their positions in input_ids, and the prompt table's row for each
+    prompt_positions: tuple[int, ...] = ()
+    prompt_rows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class PromptTable:
+    """The rows of learned input embeddings a featurizer's patterns use: each soft() key's first row, token count and
+    the token ids it starts from (None: from no text). Patterns that name the same key share its rows."""
+
+    offsets: dict[str, int]
+    lengths: dict[str, int]
+    init_ids: dict[str, tuple[int, ...] | None]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.lengths.values())
+
+    @classmethod
+    def of(cls, patterns: Sequence[Pattern], tokenizer) -> "PromptTable":
+        offsets: dict[str, int] = {}
+        lengths: dict[str, int] = {}
+        init: dict[str, tuple[int, ...] | None] = {}
+        owner: dict[str, Pattern] = {}
+        for p in patterns:
+            for spec in p.soft_specs:
+                ids = None if spec.text is None else tuple(tokenizer(spec.text, add_special_tokens=False)["input_ids"])
+                if ids is not None and (not ids or set(ids) & set(tokenizer.all_special_ids)):
+                    raise PatternError(p.origin, None, f"soft({spec.text!r}) must be text the tokenizer reads as "
+                                       f"ordinary tokens; it gives {tokenizer.convert_ids_to_tokens(list(ids))}")
+                length = len(ids) if ids is not None else spec.length
+                if spec.key in lengths:
+                    if (lengths[spec.key], init[spec.key]) != (length, ids):
+                        raise PatternError(p.origin, None, f"soft tokens {spec.key!r} are {length} token(s) from "
+                                           f"{spec.text!r} here but {lengths[spec.key]} in {owner[spec.key].origin}: "
+                                           "shared tokens must agree")
+                    continue
+                offsets[spec.key], lengths[spec.key], init[spec.key] = sum(lengths.values()), length, ids
+                owner[spec.key] = p
+        return cls(offsets, lengths, init)
+
+
+def segment_width(rendered: Rendered, seg_index: int, slot_len: int, mask_token: str, pad_token: str,
+                  table: PromptTable) -> int:
+    """How many characters a rendered segment takes in the text the tokenizer gets (`Rendered.parts`)."""
+    seg = rendered.segments[seg_index]
+    if seg.soft is not None:
+        return table.lengths[rendered.soft[seg.soft].key] * len(pad_token)
+    return slot_len * len(mask_token) if seg.is_slot else len(seg.text)
+
+
+def prompt_tokens(rendered: Rendered, owners: Sequence[int | None], kept: Sequence[int], table: PromptTable,
+                  pad_id: int, origin: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(positions, table rows) of a featurized row's learned tokens: `owners[j]` is the rendered segment the j-th
+    kept token came from; each soft() must have become its placeholders, all of them (pattern text is never cut)."""
+    positions: list[int] = []
+    rows: list[int] = []
+    for s, seg in enumerate(rendered.segments):
+        if seg.soft is None:
+            continue
+        key = rendered.soft[seg.soft].key
+        at = [j for j, o in enumerate(owners) if o == s]
+        if len(at) != table.lengths[key] or any(kept[j] != pad_id for j in at):
+            raise PatternError(origin, None, f"the soft tokens {key!r} did not tokenize to {table.lengths[key]} "
+                               "placeholders")
+        positions += at
+        rows += range(table.offsets[key], table.offsets[key] + len(at))
+    return tuple(positions), tuple(rows)
+
+
+def check_soft(pattern: Pattern, rendered: Rendered, ex: Example) -> None:
+    if rendered.soft != pattern.soft_specs:
+        raise PatternError(pattern.origin, None, f"row {ex.id} renders other soft tokens than the pattern has "
+                           "(a soft() inside an if?); every row must carry the same learned tokens")
 
 
 class ClozeFeaturizer:
@@ -195,6 +269,7 @@ class ClozeFeaturizer:
         self.tasks = list(patterns)
         self.patterns: list[Pattern] = [p for t in self.tasks for p in patterns[t]]
         self.words = [label_words(p, tokenizer) for p in self.patterns]
+        self.prompts = PromptTable.of(self.patterns, tokenizer)
         for warning in self.warnings():
             log.warning("%s", warning)
         self._by_task = {t: [i for i, p in enumerate(self.patterns) if p.task == t] for t in self.tasks}
@@ -232,8 +307,10 @@ class ClozeFeaturizer:
         return verbalizer_tensors(self.words, self.patterns)
 
     def parts(self, rendered: Rendered, pattern: int) -> tuple[str, ...]:
-        """The text, or a pair pattern's two texts, exactly as the tokenizer gets them."""
-        return rendered.parts(self.tokenizer.mask_token, self.words[pattern].slot_len)
+        """The text, or a pair pattern's two texts, exactly as the tokenizer gets them (learned tokens as pad-token
+        placeholders, whose embeddings the model replaces)."""
+        return rendered.parts(self.tokenizer.mask_token, self.words[pattern].slot_len, self.tokenizer.pad_token,
+                              self.prompts.lengths)
 
     def encode(self, examples: Sequence[Example], with_labels: bool = True) -> list[Feature]:
         """All (example, pattern) features; `examples` must belong to one task, indexed by position."""
@@ -246,11 +323,13 @@ class ClozeFeaturizer:
     def _encode_one(self, ex: Example, ex_idx: int, p: int, with_labels: bool) -> Feature:
         pattern = self.patterns[p]
         rendered = pattern.render(clip_fields(ex, self.max_length))
+        check_soft(pattern, rendered, ex)
         slot_len = self.words[p].slot_len
         spans, pos = [], 0  # start char of each segment in the parts joined (the pair boundary takes no char)
-        for seg in rendered.segments:
+        for s in range(len(rendered.segments)):
             spans.append(pos)
-            pos += slot_len * len(self.tokenizer.mask_token) if seg.is_slot else len(seg.text)
+            pos += segment_width(rendered, s, slot_len, self.tokenizer.mask_token, self.tokenizer.pad_token,
+                                 self.prompts)
         parts = self.parts(rendered, p)
         pair = len(parts) == 2
         types_wanted = pair and self.token_types
@@ -283,12 +362,15 @@ class ClozeFeaturizer:
         if (len(slot_tok) != slot_len or slot_tok != list(range(slot_tok[0], slot_tok[0] + slot_len))
                 or any(kept[j] != self.tokenizer.mask_token_id for j in slot_tok)):
             raise PatternError(pattern.origin, None, f"the slot did not tokenize to {slot_len} consecutive mask tokens")
+        prompt_positions, prompt_rows = prompt_tokens(rendered, [owner[i] for i in kept_idx], kept, self.prompts,
+                                                      self.tokenizer.pad_token_id, pattern.origin)
         label = -1
         if with_labels and ex.label is not None:
             label = get_task(ex.task).label_index(ex.label)
         second = second_segment([enc["token_type_ids"][i] for i in kept_idx]) if types_wanted else None
         return Feature(tuple(kept), slot_tok[0], slot_len, p,
-                       self.tasks.index(ex.task), label, ex_idx, second_segment=second)
+                       self.tasks.index(ex.task), label, ex_idx, second_segment=second,
+                       prompt_positions=prompt_positions, prompt_rows=prompt_rows)
 
 
 def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -> dict[str, torch.Tensor]:
@@ -321,6 +403,14 @@ def collate(features: Sequence[Feature], pad_id: int, pad_to_multiple_of: int) -
             if f.second_segment is not None:
                 types[b, f.second_segment: len(f.input_ids)] = 1
         batch["token_type_ids"] = types
+    if any(f.prompt_positions for f in features):  # learned tokens: where they sit, and their table rows
+        M = max(len(f.prompt_positions) for f in features)
+        positions = torch.full((B, M), -1, dtype=torch.long)
+        rows = torch.zeros((B, M), dtype=torch.long)
+        for b, f in enumerate(features):
+            positions[b, : len(f.prompt_positions)] = torch.tensor(f.prompt_positions, dtype=torch.long)
+            rows[b, : len(f.prompt_rows)] = torch.tensor(f.prompt_rows, dtype=torch.long)
+        batch["prompt_positions"], batch["prompt_rows"] = positions, rows
     if any(f.soft is not None for f in features):  # distillation: soft rows carry the teachers' distribution
         K = max(len(f.soft) for f in features if f.soft is not None)
         batch["soft"] = torch.tensor([list(f.soft) + [0.0] * (K - len(f.soft)) if f.soft is not None else [0.0] * K

@@ -26,9 +26,10 @@ class _Markers:
     def __init__(self, base: int):
         self.base = base
         self.slot, self.open, self.close, self.sep = chr(base), chr(base + 1), chr(base + 2), chr(base + 3)
+        self.soft = chr(base + 4)
         lo, hi = chr(base + 0x100), chr(base + _MARKER_BLOCK - 1)
-        self.segments = re.compile(f"{self.sep}|{self.slot}(\\d*){self.slot}|{self.open}([{lo}-{hi}])(.*?){self.close}",
-                                   re.S)
+        self.segments = re.compile(f"{self.sep}|{self.slot}(\\d*){self.slot}|{self.open}([{lo}-{hi}])(.*?){self.close}"
+                                   f"|{self.soft}(\\d+){self.soft}", re.S)
         self.any = re.compile(f"[{chr(base)}-{hi}]")
 
     def field(self, i: int) -> str:
@@ -56,14 +57,31 @@ def _free_markers(example: Example) -> _Markers:
                     "(U+F0000 to U+10FFFD) that pet_mtl marks fields with; remove those characters from the row")
 
 
+#: the most learned tokens one soft() call places, and the longest text it may start from
+MAX_SOFT = 64
+
+
+@dataclass(frozen=True)
+class SoftSpec:
+    """One `{{ soft(...) }}` of a template: learned input embeddings in place of text. `key` names the table rows
+    (patterns and tasks that give the same `name=` share them); `length` is the token count (soft(n)), or None when
+    the tokens are `text`'s (soft('情感分析'): as many as the text has tokens, initialised from their embeddings)."""
+
+    key: str
+    length: int | None
+    text: str | None
+
+
 @dataclass(frozen=True)
 class Segment:
-    """A piece of rendered cloze text: pattern text (field None), a field's text, the slot, or the pair boundary."""
+    """A piece of rendered cloze text: pattern text (field None), a field's text, the slot, the pair boundary, or
+    learned tokens (`soft`: the index of their SoftSpec in the rendered cloze)."""
 
     text: str
     field: str | None = None
     is_slot: bool = False
     is_sep: bool = False
+    soft: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,13 +89,24 @@ class Rendered:
     segments: tuple[Segment, ...]
     #: slot length written in the template (`mask(n)`), None for "longest verbalizer"
     declared_slot: int | None
+    #: the template's soft() calls, in the order rendered
+    soft: tuple[SoftSpec, ...] = ()
 
-    def parts(self, mask_token: str, slot_len: int) -> tuple[str, ...]:
-        """What a user (or an oracle) would feed to a masked LM: one text, or a pair's two (`{{ sep }}`)."""
+    def parts(self, mask_token: str, slot_len: int, soft_token: str | None = None,
+              soft_lengths: dict[str, int] | None = None) -> tuple[str, ...]:
+        """What a user (or an oracle) would feed to a masked LM: one text, or a pair's two (`{{ sep }}`). Learned
+        tokens are `soft_token` repeated (a placeholder the model's embeddings replace), or without one shown as
+        `[soft×4]` / `[soft:情感分析]`."""
         out = [""]
         for s in self.segments:
             if s.is_sep:
                 out.append("")
+            elif s.soft is not None:
+                spec = self.soft[s.soft]
+                if soft_token is None:
+                    out[-1] += f"[soft×{spec.length}]" if spec.text is None else f"[soft:{spec.text}]"
+                else:
+                    out[-1] += soft_token * (soft_lengths or {})[spec.key]
             else:
                 out[-1] += mask_token * slot_len if s.is_slot else s.text
         return tuple(out)
@@ -85,6 +114,31 @@ class Rendered:
     def text(self, mask_token: str, slot_len: int) -> str:
         """The parts as one string (for display; a pair pattern's model input is `parts`)."""
         return "".join(self.parts(mask_token, slot_len))
+
+
+class _Soft:
+    """What `soft` is inside a template: `soft(4)` places four learned tokens, `soft('情感分析')` as many as the
+    text's tokens, initialised from them; `name='...'` shares the tokens with every soft() of that name."""
+
+    pattern_callable = True
+
+    def __init__(self, marker: str, default_key: str):
+        self._marker, self._default_key = marker, default_key
+        self.specs: list[SoftSpec] = []
+
+    def __call__(self, what: Any, name: Any = None) -> str:
+        if isinstance(what, bool) or not isinstance(what, (int, str)):
+            raise TemplateError(f"soft() takes a token count or a text, got {what!r}")
+        if isinstance(what, int) and not 1 <= what <= MAX_SOFT:
+            raise TemplateError(f"soft(n) needs an integer 1..{MAX_SOFT}, got {what}")
+        if isinstance(what, str) and not 0 < len(what.strip()) <= MAX_SOFT:
+            raise TemplateError(f"soft(text) needs a text of 1..{MAX_SOFT} characters, got {what!r}")
+        if name is not None and not (isinstance(name, str) and re.fullmatch(r"[\w.-]{1,64}", name)):
+            raise TemplateError(f"soft(..., name=...) needs a name of letters, digits, '_', '.', '-', got {name!r}")
+        key = name if name is not None else f"{self._default_key}#{len(self.specs)}"
+        self.specs.append(SoftSpec(key, what if isinstance(what, int) else None,
+                                   what if isinstance(what, str) else None))
+        return f"{self._marker}{len(self.specs) - 1}{self._marker}"
 
 
 class _Mask:
@@ -135,12 +189,12 @@ class Pattern:
         except RecursionError:
             raise PatternError(origin, None, "template does not parse: its expressions nest too deeply") from None
         check_budget(ast, origin)
-        allowed = set(task.fields) | {"mask", "sep"}
+        allowed = set(task.fields) | {"mask", "sep", "soft"}
         unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
         if unknown:
             line = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == unknown[0]), None)
             raise PatternError(origin, line, f"unknown variable {unknown[0]!r}; a {task.name} template may use "
-                               f"{', '.join(task.fields)}, mask and sep")
+                               f"{', '.join(task.fields)}, mask, sep and soft")
         if "mask" not in meta.find_undeclared_variables(ast):
             raise PatternError(origin, None, "the template has no cloze slot: write {{ mask }} where the label word goes")
         try:
@@ -150,7 +204,15 @@ class Pattern:
         self._template = ENV.template_class.from_code(ENV, code, ENV.make_globals(None))
         # a realistic stand-in row: long fields, so a template that multiplies its input fails here, not mid-run
         probe = Example(task.name, "probe", {f: "甲乙丙丁" * 128 for f in task.fields}, None, "probe")
-        self.declared_slot = self.render(probe).declared_slot
+        rendered = self.render(probe)
+        self.declared_slot = rendered.declared_slot
+        #: the learned tokens every row of this pattern carries (a soft() inside an `if` is refused: the model's
+        #: table of prompt embeddings is fixed when it is built)
+        self.soft_specs: tuple[SoftSpec, ...] = rendered.soft
+        keys = [s.key for s in self.soft_specs]
+        if len(set(keys)) != len(keys):
+            raise PatternError(origin, None, f"soft tokens named {sorted(k for k in keys if keys.count(k) > 1)[0]!r} "
+                               "appear twice in one template; give each soft() its own name")
         self._check_verbalizer(task)
         where = self.verbalizer_origin or origin
         if self.scoring not in SCORING_RULES:
@@ -190,8 +252,9 @@ class Pattern:
         mk = _free_markers(example)
         ctx = {f: FieldText(example.fields[f], f"{mk.open}{mk.field(i)}", mk.close) for i, f in enumerate(task.fields)}
         row = f"row {example.id}" + (f" ({example.source})" if example.source else "")
+        soft = _Soft(mk.soft, f"{self.task}/{self.name}")
         try:
-            out = render_bounded(self._template, mask=_Mask(mk.slot), sep=mk.sep, **ctx)
+            out = render_bounded(self._template, mask=_Mask(mk.slot), sep=mk.sep, soft=soft, **ctx)
         except SecurityError as e:
             raise PatternError(origin, error_line(e, origin), f"refused by the sandbox: {e} ({row})") from None
         except TemplateError as e:
@@ -210,6 +273,8 @@ class Pattern:
                 segments.append(Segment("", is_sep=True))
             elif m.group(2) is not None:
                 segments.append(Segment(m.group(3), field=task.fields[mk.field_index(m.group(2))]))
+            elif m.group(4) is not None:
+                segments.append(Segment("", soft=int(m.group(4))))
             else:
                 declared.append(int(m.group(1)) if m.group(1) else None)
                 segments.append(Segment("", is_slot=True))
@@ -229,7 +294,7 @@ class Pattern:
         stray = [s.text for s in segments if mk.any.search(s.text)]
         if stray:
             raise PatternError(origin, None, "a filter cut into a field's markers; apply filters to whole fields only")
-        return Rendered(tuple(segments), declared[0])
+        return Rendered(tuple(segments), declared[0], tuple(soft.specs))
 
     def slot_context(self) -> str:
         """The text the slot follows in its part (after `{{ sep }}` if any), for a row whose fields read 甲乙丙丁:

@@ -312,8 +312,9 @@ def check_budget(ast: nodes.Template, origin: str) -> None:
             if isinstance(callee, nodes.Getattr) and callee.attr not in SAFE_METHODS:
                 raise PatternError(origin, node.lineno, f".{callee.attr}() is not allowed in patterns; methods "
                                    f"allowed: {', '.join(sorted(SAFE_METHODS))}")
-            if not isinstance(callee, nodes.Getattr) and not (isinstance(callee, nodes.Name) and callee.name == "mask"):
-                raise PatternError(origin, node.lineno, "patterns may call mask(n) and string methods only")
+            if not isinstance(callee, nodes.Getattr) and not (isinstance(callee, nodes.Name)
+                                                              and callee.name in ("mask", "soft")):
+                raise PatternError(origin, node.lineno, "patterns may call mask(n), soft(...) and string methods only")
 
 
 def render_bounded(template: Any, **context: Any) -> str:

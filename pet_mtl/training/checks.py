@@ -23,6 +23,9 @@ def check(cfg: DictConfig) -> None:
 
     check_head_init(cfg.model.head_init)
     check_batching(cfg.train.sampling, cfg.train.batch_tasks)
+    if cfg.train.train_only not in (None, "prompts"):
+        raise ConfigError(f"train.train_only={cfg.train.train_only!r}: expected prompts (train only the patterns' "
+                          "soft() tokens) or null")
     if cfg.train.checkpoint_last not in ("full", "weights", "none"):
         raise ConfigError(f"train.checkpoint_last={cfg.train.checkpoint_last!r}: expected full, weights or none")
     if cfg.train.resume and cfg.train.checkpoint_last != "full":

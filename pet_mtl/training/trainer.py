@@ -99,11 +99,21 @@ class Trainer(Loop):
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
                                               cfg.model.max_length, self.options)
         model.adapter = adapter
+        if tr.train_only == "prompts":  # prompt tuning: the learned tokens alone
+            if model.prompts is None:
+                raise ConfigError("train.train_only=prompts trains the patterns' soft() tokens, and these patterns "
+                                  "have none: write {{ soft(8) }} (or soft('<text>')) into a template")
+            for p in model.parameters():
+                p.requires_grad = False
+            for p in model.prompts.parameters():
+                p.requires_grad = True
         self.model = model.to(self.device)
         trained, total = parameter_counts(self.model)
-        log.info("parameters: %s trained of %s (%.2f%%)%s", f"{trained:,}", f"{total:,}", 100 * trained / total,
+        log.info("parameters: %s trained of %s (%.2f%%)%s%s", f"{trained:,}", f"{total:,}", 100 * trained / total,
                  "" if adapter is None else f"; LoRA r={adapter.r} alpha={adapter.alpha:g} on "
-                 f"{', '.join(adapter.target_modules)}, the backbone frozen")
+                 f"{', '.join(adapter.target_modules)}, the backbone frozen",
+                 "" if model.prompts is None else f"; {model.prompts.weight.size(0)} learned prompt token(s)"
+                 + (" alone (train.train_only=prompts)" if tr.train_only == "prompts" else ""))
         self.ddp = self.dist.wrap(self.model, self.device, find_unused_parameters=self.method.sparse_gradients)
         self.objective = build_objective(cfg)
         self.soft_rows: dict[str, list] = {}  # distillation: per task, the unlabelled rows and their soft labels
@@ -119,7 +129,7 @@ class Trainer(Loop):
                                         batch_tasks=tr.batch_tasks)
         per_step = tr.grad_accum * self.dist.world
         self.total_steps = tr.max_steps or max(1, math.ceil(tr.epochs * len(self.batches) / per_step))
-        self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay)
+        self.optimizer = build_optimizer(self.model, tr.lr, tr.weight_decay, tr.prompt_lr)
         self.scheduler = warmup_linear(self.optimizer, self.total_steps, tr.warmup_ratio)
         self.pad_multiple = pad_multiple(tr.pad_to_multiple_of, tr.precision, self.device)
         self.state = TrainState(world=self.dist.world)
