@@ -42,7 +42,8 @@ def export(path: str | Path, out: Path, base_model: str | None = None) -> Path:
         raise ConfigError(f"--out {out} exists: the export writes a new folder (choose another, or remove it)")
     ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, base_model=base_model)
     if meta.get("adapter") is None:
-        raise ConfigError(f"{ckpt} holds a whole model (no LoRA adapters): it is already what an export writes")
+        raise ConfigError(f"{ckpt} holds a whole model (no LoRA adapters, no base named): it is already what an "
+                          "export writes")
     tasks = list(meta["tasks"])
     featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, tasks, meta["max_length"],
                                      method_options(meta))

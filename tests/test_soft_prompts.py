@@ -83,10 +83,14 @@ def test_prompt_tuning_trains_the_learned_tokens_alone(tiny_dir, synthetic_dir, 
     trainer.fit()
     assert not torch.equal(trainer.model.prompts.weight, start)
     original = load_file(tiny_dir / "model.safetensors")
-    saved = load_file(trainer.run_dir / "checkpoint-last" / "model" / "model.safetensors")
-    assert original.keys() == saved.keys() and all(torch.equal(original[k], saved[k]) for k in original)
+    trained = trainer.model.mlm.state_dict()
+    assert all(torch.equal(original[k], trained[k]) for k in original)  # the backbone, bit for bit
     assert "12 learned prompt token(s) alone (train.train_only=prompts)" in caplog.text
-    _, _, featurizer, model = load_scorer(trainer.run_dir / "checkpoint-last")
+    last = trainer.run_dir / "checkpoint-last"  # what trained, and the base by name: no copy of the backbone
+    assert not (last / "model").exists() and not (last / "adapter.safetensors").exists()
+    assert set(load_file(last / "method.safetensors")) == {"prompts.weight"}
+    _, meta, featurizer, model = load_scorer(last)
+    assert meta["adapter"]["r"] == 0 and meta["adapter"]["base"] == str(tiny_dir)
     rows = trainer.data["tnews"].val
     ours = Predictor(trainer.featurizer, trainer.model).scores(rows)
     assert torch.equal(Predictor(featurizer, model).scores(rows), ours)

@@ -25,7 +25,8 @@ FINGERPRINT_SAMPLES = 4096
 
 @dataclass(frozen=True)
 class Adapter:
-    """What a LoRA checkpoint records beside its adapter weights: the base it was trained on and how it was made."""
+    """What a checkpoint of a frozen base records: the base it was trained on and the LoRA adapters made in it (r 0:
+    none, the backbone trained not at all, as in prompt tuning)."""
 
     base: str
     fingerprint: str
@@ -94,6 +95,12 @@ def add_lora(model: torch.nn.Module, base: str, r: int, alpha: float, dropout: f
     for name, p in model.named_parameters():
         p.requires_grad = "lora_" in name
     return Adapter(base, base_print, r, alpha, dropout, targets)
+
+
+def frozen_base(model: torch.nn.Module, base: str) -> Adapter:
+    """The record of a run that trains nothing of the backbone (train.train_only=prompts): no adapters (r 0), the
+    base named and fingerprinted all the same, so its checkpoints hold only what was trained."""
+    return Adapter(base, fingerprint(model), 0, 0.0, 0.0, ())
 
 
 def adapter_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

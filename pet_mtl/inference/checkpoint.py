@@ -3,7 +3,8 @@
 Layout of a checkpoint directory:
   model/          the masked LM's save_pretrained (safetensors + config.json): a plain backbone any tool can load
   adapter.safetensors  instead of model/ for a LoRA run (model.lora.r > 0): the adapters alone; pet_mtl.json's
-                  `adapter` names the base model they were trained on and the fingerprint of its weights
+                  `adapter` names the base model they were trained on and the fingerprint of its weights (a prompt
+                  tuning run, train.train_only=prompts, has neither: its base is only named and fingerprinted)
   method.safetensors  the method's own parameters (task heads, conditional LayerNorm), when it has any
   tokenizer/      save_pretrained (tokenizer.json, vocab, config)
   pet_mtl.json    method and its options, tasks and their label codes, the patterns (template source +
@@ -44,8 +45,10 @@ def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config
     folder is swapped in, so they are part of the same atomic write."""
 
     def write(tmp: Path) -> None:
-        if model.adapter is not None:  # LoRA: the base stays where it is, named and fingerprinted in pet_mtl.json
-            save_file({k: v.detach().contiguous() for k, v in adapter_weights(model.mlm).items()}, tmp / ADAPTER_STATE)
+        if model.adapter is not None:  # a frozen base stays where it is, named and fingerprinted in pet_mtl.json
+            if model.adapter.r:
+                save_file({k: v.detach().contiguous() for k, v in adapter_weights(model.mlm).items()},
+                          tmp / ADAPTER_STATE)
         else:
             model.mlm.save_pretrained(tmp / "model", safe_serialization=True)
         extra = model.extra_state()
@@ -167,8 +170,9 @@ def load_base(ckpt: Path, adapter: Adapter, base_model: str | None, trust_pickle
         raise CheckpointError(ckpt / META, None, f"its LoRA adapters were trained on {adapter.base} (weights "
                               f"fingerprint {adapter.fingerprint}); {base} holds other weights ({found}): adapters "
                               "only mean something on the model they were trained on")
-    add_lora(mlm, adapter.base, adapter.r, adapter.alpha, adapter.dropout, adapter.target_modules)
-    load_adapter_weights(mlm, ckpt)
+    if adapter.r:
+        add_lora(mlm, adapter.base, adapter.r, adapter.alpha, adapter.dropout, adapter.target_modules)
+        load_adapter_weights(mlm, ckpt)
     return tokenizer, mlm
 
 
@@ -205,8 +209,10 @@ def load_scorer(path: str | Path, trust_pickle: bool = False, strict: bool = Tru
 def load_weights(model: Scorer, path: str | Path) -> None:
     """Put a checkpoint's weights (masked LM and method parameters) into an already built model of its method."""
     ckpt = resolve(path)
-    if read_adapter(ckpt, load_meta(ckpt)) is not None:  # the base is the model's own: only the adapters change
-        load_adapter_weights(model.mlm, ckpt)
+    adapter = read_adapter(ckpt, load_meta(ckpt))
+    if adapter is not None:  # the base is the model's own: only the adapters (if any) change
+        if adapter.r:
+            load_adapter_weights(model.mlm, ckpt)
     else:
         _, _, saved, _, _ = load_checkpoint(path)
         model.mlm.load_state_dict(saved.state_dict())

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from pet_mtl.backbones.adapters import add_lora, parameter_counts
+from pet_mtl.backbones.adapters import add_lora, frozen_base, parameter_counts
 from pet_mtl.backbones.loading import build_tiny, check_positions, load_pretrained
 from pet_mtl.core.config import Config
 from pet_mtl.core.device import resolve_device, settle
@@ -98,7 +98,6 @@ class Trainer(Loop):
                                      head_dropout=cfg.model.head_dropout, head_init=cfg.model.head_init)
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
                                               cfg.model.max_length, self.options)
-        model.adapter = adapter
         if tr.train_only == "prompts":  # prompt tuning: the learned tokens alone
             if model.prompts is None:
                 raise ConfigError("train.train_only=prompts trains the patterns' soft() tokens, and these patterns "
@@ -107,10 +106,13 @@ class Trainer(Loop):
                 p.requires_grad = False
             for p in model.prompts.parameters():
                 p.requires_grad = True
+            if adapter is None:  # nothing of the backbone trains: checkpoints name it instead of copying it
+                adapter = frozen_base(mlm, str(self._base_path()))
+        model.adapter = adapter
         self.model = model.to(self.device)
         trained, total = parameter_counts(self.model)
         log.info("parameters: %s trained of %s (%.2f%%)%s%s", f"{trained:,}", f"{total:,}", 100 * trained / total,
-                 "" if adapter is None else f"; LoRA r={adapter.r} alpha={adapter.alpha:g} on "
+                 "" if adapter is None or not adapter.r else f"; LoRA r={adapter.r} alpha={adapter.alpha:g} on "
                  f"{', '.join(adapter.target_modules)}, the backbone frozen",
                  "" if model.prompts is None else f"; {model.prompts.weight.size(0)} learned prompt token(s)"
                  + (" alone (train.train_only=prompts)" if tr.train_only == "prompts" else ""))
@@ -159,9 +161,11 @@ class Trainer(Loop):
         lora = self.cfg.model.lora
         if not lora.r:
             return None
-        base = Path(self.cfg.model.path).resolve() if self.cfg.model.path else self.run_dir / "tiny-backbone"
-        return add_lora(mlm, str(base), lora.r, lora.alpha, lora.dropout,
+        return add_lora(mlm, str(self._base_path()), lora.r, lora.alpha, lora.dropout,
                         list(lora.target_modules) if lora.target_modules else None)
+
+    def _base_path(self) -> Path:
+        return Path(self.cfg.model.path).resolve() if self.cfg.model.path else self.run_dir / "tiny-backbone"
 
     def _training_features(self) -> tuple[list[Feature], dict[str, list[int]]]:
         """All training features, and which of them belong to each task."""
