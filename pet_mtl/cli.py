@@ -8,7 +8,7 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
@@ -289,3 +289,18 @@ def key_value_flags(argv: list[str] | None, flags: dict[str, str]) -> list[str]:
                   if value.startswith("[") and value.endswith("]") else [value])
         out += [flags[key], *values]
     return out
+
+
+def report_outcome(action: Callable[[], str], errors: tuple[type[BaseException], ...] = ()) -> int:
+    """The end of an argparse command (ensemble, export): its result line on stdout and exit 0, or its error as one
+    line on stderr and exit 2 (pet_mtl's own errors, and `errors`)."""
+    from pet_mtl.core.errors import PetMtlError
+
+    try:
+        line = action()
+    except (PetMtlError, *errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(line)
+    return 0
+

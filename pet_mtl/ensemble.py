@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from pet_mtl.cli import key_value_flags
+from pet_mtl.cli import key_value_flags, report_outcome
 from pet_mtl.core.errors import DataError, PetMtlError
 from pet_mtl.core.io import atomic_dir, json_line
 from pet_mtl.core.tasks import TASKS, get_task
@@ -135,14 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-by", choices=["equal", "validation"], default="equal",
                     help="weight each member by its checkpoint's validation score")
     args = ap.parse_args(key_value_flags(argv, {"output_dir": "--out"}))
-    try:
+
+    def run() -> str:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-        result = ensemble(args.folders, args.out, weights, args.weight_by)
-    except (PetMtlError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"ensemble of {len(args.folders)}: {result}")
-    return 0
+        return f"ensemble of {len(args.folders)}: {ensemble(args.folders, args.out, weights, args.weight_by)}"
+
+    return report_outcome(run, (ValueError,))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from pet_mtl.backbones.adapters import merge_lora
-from pet_mtl.cli import key_value_flags
-from pet_mtl.core.errors import ConfigError, PetMtlError
+from pet_mtl.cli import key_value_flags, report_outcome
+from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.readers import Example
 from pet_mtl.inference.checkpoint import META, load_checkpoint, load_method_state, method_options, save_checkpoint
@@ -73,13 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the new checkpoint folder (must not exist)")
     ap.add_argument("--base-model", help="the base model's folder, when it is no longer where it was trained")
     args = ap.parse_args(key_value_flags(argv, {"output_dir": "--out", "base_model": "--base-model"}))
-    try:
+
+    def run() -> str:
         out = export(args.checkpoint, args.out, args.base_model)
-    except PetMtlError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"exported: {out} (adapters merged; {out / 'model'} is a plain Hugging Face model, {out / META} the rest)")
-    return 0
+        return f"exported: {out} (adapters merged; {out / 'model'} is a plain Hugging Face model, {out / META} the rest)"
+
+    return report_outcome(run)
 
 
 if __name__ == "__main__":
