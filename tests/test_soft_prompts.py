@@ -109,3 +109,28 @@ def test_prompt_tuning_without_soft_tokens_says_how(tiny_dir, synthetic_dir, tmp
     with pytest.raises(ConfigError, match="train.train_only='everything'"):
         Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "train.train_only=everything"),
                 tmp_path / "run2")
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "mlp"])
+def test_p_tunings_encoder_starts_at_the_text_and_is_dropped_into_plain_embeddings(encoder, tiny, tiny_dir,
+                                                                                   synthetic_dir, tmp_path):
+    from pet_mtl.methods import MethodOptions
+
+    tokenizer, lm = tiny
+    hard = tnews("新闻分类：{{ title }}。类别：{{ mask }}", "hard")
+    soft = tnews("{{ soft('新闻分类') }}：{{ title }}。{{ soft('类别', name='ask') }}：{{ mask }}", "soft")
+    f1, m1 = build_scorer("pet", tokenizer, lm, {"tnews": [hard]}, ["tnews"], 64)
+    f2, m2 = build_scorer("pet", tokenizer, lm, {"tnews": [soft]}, ["tnews"], 64, MethodOptions(prompt_encoder=encoder))
+    assert torch.equal(Predictor(f2, m2).scores(ROWS), Predictor(f1, m1).scores(ROWS))  # the encoder starts as identity
+    trainer = prompt_run(tiny_dir, synthetic_dir, tmp_path, f"model.prompt_encoder={encoder}", "train.prompt_lr=0.05")
+    trainer.fit()
+    best, last = trainer.run_dir / "checkpoint-best", trainer.run_dir / "checkpoint-last"
+    assert set(load_file(best / "method.safetensors")) == {"prompts.weight"}  # plain: what the encoder computes
+    assert any(".encoder." in k for k in load_file(last / "method.safetensors"))  # the encoder too: resumable
+    _, meta, featurizer, model = load_scorer(last)
+    assert meta["method_options"]["prompt_encoder"] == encoder and model.prompts.encoder is not None
+    trainer.model.eval()
+    plain = model.prompts.plain_state("")["weight"]
+    assert torch.equal(plain, trainer.model.prompts.table().detach())
+    _, meta, _, plain_model = load_scorer(best)
+    assert meta["method_options"]["prompt_encoder"] is None and plain_model.prompts.encoder is None

@@ -64,6 +64,10 @@ class ModelConfig:
     #: method=heads, cln: the task heads' initial weights: bert (N(0, initializer_range), zero bias: as transformers
     #: initialises its classifiers) | torch (PyTorch's nn.Linear default: Kaiming-uniform weights, uniform bias)
     head_init: str = "bert"
+    #: the patterns' learned prompt tokens reparametrised while they train, as P-tuning does: lstm (a bidirectional
+    #: LSTM then a two-layer MLP over the prompt tokens) | mlp (the MLP alone) | null (the embeddings themselves);
+    #: checkpoint-best holds the plain embeddings it computes, checkpoint-last the encoder too, for resume
+    prompt_encoder: Optional[str] = None
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraOptions = field(default_factory=LoraOptions)
 

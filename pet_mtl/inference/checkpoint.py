@@ -39,10 +39,17 @@ ADAPTER_STATE = "adapter.safetensors"
 
 
 def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config_yaml: str,
-                    write_extra: Callable[[Path], None] | None = None) -> Path:
+                    write_extra: Callable[[Path], None] | None = None, plain_prompts: bool = True) -> Path:
     """`model` is a `Scorer`: its masked LM goes to model/, its other parameters to method.safetensors.
     `write_extra(folder)` adds files of the caller's own (training writes its resumable state there) before the
-    folder is swapped in, so they are part of the same atomic write."""
+    folder is swapped in, so they are part of the same atomic write. Learned prompt tokens trained through an
+    encoder (P-tuning) are saved as the plain embeddings it computes (`plain_prompts`), unless the checkpoint is
+    one to resume training from."""
+    extra = model.extra_state()
+    prompts = getattr(model, "prompts", None)
+    if plain_prompts and prompts is not None and prompts.encoder is not None:
+        extra = {**{k: v for k, v in extra.items() if not k.startswith("prompts.")}, **prompts.plain_state("prompts.")}
+        meta = {**meta, "method_options": {**meta["method_options"], "prompt_encoder": None}}
 
     def write(tmp: Path) -> None:
         if model.adapter is not None:  # a frozen base stays where it is, named and fingerprinted in pet_mtl.json
@@ -51,7 +58,6 @@ def save_checkpoint(target: Path, model, tokenizer, meta: dict[str, Any], config
                           tmp / ADAPTER_STATE)
         else:
             model.mlm.save_pretrained(tmp / "model", safe_serialization=True)
-        extra = model.extra_state()
         if extra:
             save_file({k: v.detach().contiguous() for k, v in extra.items()}, tmp / METHOD_STATE)
         tokenizer.save_pretrained(tmp / "tokenizer")

@@ -72,7 +72,8 @@ def build_scorer(method: str | Method, tokenizer: Any, mlm: nn.Module, patterns:
         if backbone.kind == "causal" and backbone.candidate_pass != "packed":
             raise ConfigError(f"soft() tokens need a causal LM that takes a 4D attention mask (the candidates packed "
                               f"after the prompt); {type(mlm).__name__} scores through its key/value cache")
-        model.prompts = SoftPrompts(table, mlm.get_input_embeddings(), tokenizer.all_special_ids)
+        model.prompts = SoftPrompts(table, mlm.get_input_embeddings(), tokenizer.all_special_ids,
+                                    options.prompt_encoder)
     return featurizer, model
 
 

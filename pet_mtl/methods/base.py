@@ -57,6 +57,8 @@ class MethodOptions:
     head_dropout: float = 0.0
     #: initial weights of the task heads: bert | torch (pet_mtl.methods.heads.HEAD_INITS)
     head_init: str = "bert"
+    #: the learned prompt tokens reparametrised through an encoder while they train (P-tuning): lstm | mlp | None
+    prompt_encoder: str | None = None
 
 
 class Scorer(nn.Module):

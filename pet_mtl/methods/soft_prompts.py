@@ -23,7 +23,8 @@ class SoftPrompts(nn.Module):
     from its tokens' embeddings, a soft(n) from the embeddings of n tokens drawn from the vocabulary (as prompt
     tuning initialises; drawn with torch's generator, which training seeds)."""
 
-    def __init__(self, table: PromptTable, embeddings: nn.Embedding, special_ids: list[int]):
+    def __init__(self, table: PromptTable, embeddings: nn.Embedding, special_ids: list[int],
+                 encoder: str | None = None):
         super().__init__()
         vocab = embeddings.weight.detach()
         ordinary = torch.tensor(sorted(set(range(vocab.size(0))) - set(special_ids)))
@@ -36,6 +37,16 @@ class SoftPrompts(nn.Module):
         self.weight = nn.Parameter(torch.cat(rows).float())
         self.keys = {key: (table.offsets[key], table.lengths[key]) for key in table.offsets}
         self._embeddings = [embeddings]  # a list: the model's module, read here, never registered (nor saved) twice
+        #: P-tuning's reparametrisation: the tokens are encoder(weight) while they train
+        self.encoder = None if encoder is None else PromptEncoder(self.weight.size(1), encoder)
+
+    def table(self) -> torch.Tensor:
+        """[rows, embedding size]: the embeddings the model reads."""
+        return self.weight if self.encoder is None else self.encoder(self.weight)
+
+    def plain_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        """This table as a plain one (what a checkpoint for prediction holds): the encoder's output as `weight`."""
+        return {f"{prefix}weight": self.table().detach()}
 
     @contextmanager
     def on(self, positions: torch.Tensor, rows: torch.Tensor) -> Iterator[None]:
@@ -44,12 +55,13 @@ class SoftPrompts(nn.Module):
         repeated rows, for its cached candidates, read no prompt)."""
         b, m = (positions >= 0).nonzero(as_tuple=True)
         at, take = positions[b, m], rows[b, m]
+        table = self.table()  # once a forward: the encoder (if any) runs once for all rows
 
         def place(module, args, output):
             if output.dim() != 3 or output.size(0) != positions.size(0):
                 return None
             output = output.clone()
-            output[b, at] = self.weight[take].to(output.dtype)
+            output[b, at] = table[take].to(output.dtype)
             return output
 
         handle = self._embeddings[0].register_forward_hook(place)
@@ -57,3 +69,21 @@ class SoftPrompts(nn.Module):
             yield
         finally:
             handle.remove()
+
+
+class PromptEncoder(nn.Module):
+    """P-tuning's prompt encoder (Liu et al. 2021): the prompt tokens as one sequence through a bidirectional LSTM
+    (`lstm`), then a two-layer MLP with a residual path (`mlp` alone skips the LSTM). The residual starts it near
+    the identity: the last layer is zero at first, so the encoded tokens start as the raw ones (a soft('text')
+    still starts as its text)."""
+
+    def __init__(self, dim: int, kind: str):
+        super().__init__()
+        self.lstm = nn.LSTM(dim, dim // 2, bidirectional=True, batch_first=True) if kind == "lstm" else None
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        hidden = self.lstm(rows[None])[0][0] if self.lstm is not None else rows
+        return rows + self.mlp(hidden)

@@ -23,6 +23,8 @@ def check(cfg: DictConfig) -> None:
 
     check_head_init(cfg.model.head_init)
     check_batching(cfg.train.sampling, cfg.train.batch_tasks)
+    if cfg.model.prompt_encoder not in (None, "lstm", "mlp"):
+        raise ConfigError(f"model.prompt_encoder={cfg.model.prompt_encoder!r}: expected lstm, mlp or null")
     if cfg.train.train_only not in (None, "prompts"):
         raise ConfigError(f"train.train_only={cfg.train.train_only!r}: expected prompts (train only the patterns' "
                           "soft() tokens) or null")

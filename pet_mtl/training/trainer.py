@@ -95,7 +95,8 @@ class Trainer(Loop):
         check_positions("model.max_length", cfg.model.max_length, mlm.config)
         adapter = self._adapters(mlm)
         self.options = MethodOptions(cln_dim=cfg.model.cln_dim, segment_ids=cfg.model.segment_ids,
-                                     head_dropout=cfg.model.head_dropout, head_init=cfg.model.head_init)
+                                     head_dropout=cfg.model.head_dropout, head_init=cfg.model.head_init,
+                                     prompt_encoder=cfg.model.prompt_encoder)
         self.featurizer, model = build_scorer(self.method, self.tokenizer, mlm, self.patterns, list(cfg.tasks),
                                               cfg.model.max_length, self.options)
         if tr.train_only == "prompts":  # prompt tuning: the learned tokens alone
@@ -296,7 +297,8 @@ class Trainer(Loop):
                     (tmp / "README.md").write_text(self.model_card(metrics), encoding="utf-8")
 
             ckpt_io.save_checkpoint(self.run_dir / name, self.model, self.tokenizer, self.meta(metrics),
-                                    OmegaConf.to_yaml(self.cfg, resolve=True), extra)
+                                    OmegaConf.to_yaml(self.cfg, resolve=True), extra,
+                                    plain_prompts=name != "checkpoint-last")
         self.dist.barrier()
 
     def model_card(self, metrics: dict[str, Any] | None, calibration: dict[str, Any] | None = None) -> str:
