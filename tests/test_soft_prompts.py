@@ -134,3 +134,15 @@ def test_p_tunings_encoder_starts_at_the_text_and_is_dropped_into_plain_embeddin
     assert torch.equal(plain, trainer.model.prompts.table().detach())
     _, meta, _, plain_model = load_scorer(best)
     assert meta["method_options"]["prompt_encoder"] is None and plain_model.prompts.encoder is None
+
+
+def test_a_prompt_tuned_model_teaches_a_student(tiny_dir, synthetic_dir, tmp_path):
+    """Distillation reads a teacher through its checkpoint: learned tokens and a base named by fingerprint."""
+    teacher = prompt_run(tiny_dir, synthetic_dir, tmp_path, "train.train_only=prompts")
+    teacher.fit()
+    student = Trainer(make_cfg(f"model.path={tiny_dir}", f"data.dir={synthetic_dir}", "method=heads",
+                               f"distill.teachers=[{teacher.run_dir}]", "data.unlabelled.tnews=[a]",
+                               "train.max_steps=2", "train.batch_size=8", "train.progress=false",
+                               "train.predict_splits=[]"), tmp_path / "student")
+    assert student.soft_rows["tnews"] and all(abs(sum(p) - 1) < 1e-5 for _, p in student.soft_rows["tnews"])
+    student.fit()
