@@ -23,7 +23,7 @@ from pet_mtl.cli import check_training_command_line
                               "pattern_roots=[/path]"),
     (["train.predict_splits=a"], "train.predict_splits takes a list, not 'a'; write train.predict_splits=[a]"),
     (["patterns=nosuch"], "error: patterns=nosuch: no patterns option 'nosuch'; the options are alt, causal, "
-                          "causal_noprefix, default, ensemble, single_segment (a set of your own: "
+                          "causal_noprefix, default, ensemble, single_segment, soft (a set of your own: "
                           "<root>/sets/<name>.yaml, with pattern_roots=[<root>] on the command line)"),
     (["data=fewclu"], "error: data=fewclu: no data option 'fewclu'; the options are fewclue, full"),
     (["-m", "patterns=default,nosuch"], "no patterns option 'nosuch'"),

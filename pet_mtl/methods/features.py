@@ -204,9 +204,13 @@ class PromptTable:
         for p in patterns:
             for spec in p.soft_specs:
                 ids = None if spec.text is None else tuple(tokenizer(spec.text, add_special_tokens=False)["input_ids"])
-                if ids is not None and (not ids or set(ids) & set(tokenizer.all_special_ids)):
+                specials = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+                if ids is not None and (not ids or set(ids) & specials):
                     raise PatternError(p.origin, None, f"soft({spec.text!r}) must be text the tokenizer reads as "
                                        f"ordinary tokens; it gives {tokenizer.convert_ids_to_tokens(list(ids))}")
+                if ids is not None and tokenizer.unk_token_id in ids:  # learned all the same, from the unknown token
+                    log.warning("%s: soft(%r) starts from %s: the tokenizer does not know all of it", p.origin,
+                                spec.text, tokenizer.convert_ids_to_tokens(list(ids)))
                 length = len(ids) if ids is not None else spec.length
                 if spec.key in lengths:
                     if (lengths[spec.key], init[spec.key]) != (length, ids):
