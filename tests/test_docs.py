@@ -117,10 +117,10 @@ def smoke_argv(line: str, paths: dict[str, str], new_run_dir) -> tuple[str, list
     module, args = words[2], words[3:]
     if module in ("pet_mtl.train", "pet_mtl.distill", "pet_mtl.ipet", "pet_mtl.pretrain"):
         smoke = dict(PRETRAIN_SMOKE if module == "pet_mtl.pretrain" else TRAIN_SMOKE)
-        if module == "pet_mtl.ipet":  # one generation of the first two variants, then the student
+        if module == "pet_mtl.ipet":  # one generation of the first variant, then the student
             smoke["ipet.generations"] = "1"
             args = [a if not a.startswith("ipet.variants=") else
-                    "ipet.variants=" + str(__import__("yaml").safe_load(a.partition("=")[2])[:2]) for a in args]
+                    "ipet.variants=" + str(__import__("yaml").safe_load(a.partition("=")[2])[:1]) for a in args]
         if "-m" in args:  # a sweep: two values of each swept key
             args = [a if "=" not in a or "[" in a or "," not in a else
                     a.partition("=")[0] + "=" + ",".join(a.partition("=")[2].split(",")[:2]) for a in args]
