@@ -303,4 +303,3 @@ def report_outcome(action: Callable[[], str], errors: tuple[type[BaseException],
         return 2
     print(line)
     return 0
-

@@ -21,9 +21,8 @@ from pet_mtl.cli import key_value_flags, report_outcome
 from pet_mtl.core.errors import ConfigError
 from pet_mtl.core.tasks import get_task
 from pet_mtl.data.readers import Example
-from pet_mtl.inference.checkpoint import META, load_checkpoint, load_method_state, method_options, save_checkpoint
+from pet_mtl.inference.checkpoint import META, load_scorer, save_checkpoint
 from pet_mtl.inference.predictor import Predictor
-from pet_mtl.methods import build_scorer
 
 #: files of a checkpoint that the export carries over unchanged
 CARRIED = ("calibration.json", "README.md")
@@ -40,16 +39,14 @@ def probe_scores(featurizer, model, tasks) -> list[torch.Tensor]:
 def export(path: str | Path, out: Path, base_model: str | None = None) -> Path:
     if out.exists():
         raise ConfigError(f"--out {out} exists: the export writes a new folder (choose another, or remove it)")
-    ckpt, tokenizer, mlm, meta, patterns = load_checkpoint(path, base_model=base_model)
-    if meta.get("adapter") is None:
+    ckpt, meta, featurizer, model = load_scorer(path, base_model=base_model)
+    if model.adapter is None:
         raise ConfigError(f"{ckpt} holds a whole model (no LoRA adapters, no base named): it is already what an "
                           "export writes")
     tasks = list(meta["tasks"])
-    featurizer, model = build_scorer(meta["method"], tokenizer, mlm, patterns, tasks, meta["max_length"],
-                                     method_options(meta))
-    load_method_state(model, ckpt)
     before = probe_scores(featurizer, model, tasks)
     merge_lora(model.mlm)
+    model.adapter = None  # the merged backbone is written whole
     after = probe_scores(featurizer, model, tasks)
     for task, a, b in zip(tasks, before, after):
         if not torch.allclose(a, b, atol=1e-4, rtol=1e-4):
@@ -63,7 +60,7 @@ def export(path: str | Path, out: Path, base_model: str | None = None) -> Path:
             if (ckpt / name).is_file():
                 shutil.copy2(ckpt / name, tmp / name)
 
-    return save_checkpoint(out, model, tokenizer, kept, (ckpt / "config.yaml").read_text(encoding="utf-8"), carry)
+    return save_checkpoint(out, model, featurizer.tokenizer, kept, (ckpt / "config.yaml").read_text(encoding="utf-8"), carry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,13 +77,21 @@ def add_lora(model: torch.nn.Module, base: str, r: int, alpha: float, dropout: f
              target_modules: list[str] | tuple[str, ...] | None) -> Adapter:
     """Inject LoRA adapters into `model` in place and freeze everything of it but them; the returned record names
     the base (path and fingerprint, taken before the injection)."""
+    base_print = fingerprint(model)
+    targets = inject_lora(model, r, alpha, dropout, target_modules)
+    return Adapter(base, base_print, r, alpha, dropout, targets)
+
+
+def inject_lora(model: torch.nn.Module, r: int, alpha: float, dropout: float,
+                target_modules: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The adapters alone, into `model` in place, everything else of it frozen; returns the adapted modules' names
+    (a checkpoint's loader, which has checked the base's fingerprint already, calls this)."""
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
         raise ConfigError("model.lora.r > 0 needs peft: pip install \"pet_mtl[lora]\" (or pip install peft)") from None
     from transformers.pytorch_utils import Conv1D
 
-    base_print = fingerprint(model)
     targets = tuple(target_modules) if target_modules else default_targets(model)
     # GPT-2 keeps its projections transposed (Conv1D): the adapters must be too
     transposed = any(isinstance(m, Conv1D) and name.rsplit(".", 1)[-1] in targets for name, m in model.named_modules())
@@ -94,7 +102,7 @@ def add_lora(model: torch.nn.Module, base: str, r: int, alpha: float, dropout: f
         raise ConfigError(f"model.lora.target_modules={list(targets)}: {str(e).splitlines()[0][:300]}") from None
     for name, p in model.named_parameters():
         p.requires_grad = "lora_" in name
-    return Adapter(base, base_print, r, alpha, dropout, targets)
+    return targets
 
 
 def frozen_base(model: torch.nn.Module, base: str) -> Adapter:

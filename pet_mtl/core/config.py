@@ -445,7 +445,8 @@ TRAIN_RANGES = {
     "model.cln_dim": _at_least(1), "model.head_dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
     "data.val_size": _above(0), "data.max_train_per_task": _at_least(1, True),
     "data.max_val_per_task": _at_least(1, True), "data.k_per_class": _at_least(1),
-    "data.held_out_per_task": _above(0), "model.lora.r": _at_least(0), "train.prompt_lr": _above(0, optional=True), "model.lora.alpha": _above(0),
+    "data.held_out_per_task": _above(0), "train.prompt_lr": _above(0, optional=True),
+    "model.lora.r": _at_least(0), "model.lora.alpha": _above(0),
     "model.lora.dropout": ((lambda v: finite(v) and 0 <= v < 1), "a number in [0, 1)"),
 }
 PREDICT_RANGES = {"batch_size": _at_least(1), "num_threads": _at_least(1, optional=True)}

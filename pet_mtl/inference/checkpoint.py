@@ -24,7 +24,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from pet_mtl.backbones.adapters import Adapter, adapter_weights, add_lora, fingerprint
+from pet_mtl.backbones.adapters import Adapter, adapter_weights, fingerprint, inject_lora
 from pet_mtl.backbones.loading import check_finite, load_pretrained, refuse_pickles
 from pet_mtl.core.errors import CheckpointError, ConfigError
 from pet_mtl.core.io import atomic_dir
@@ -162,22 +162,22 @@ def read_adapter(ckpt: Path, meta: dict[str, Any]) -> Adapter | None:
 
 
 def load_base(ckpt: Path, adapter: Adapter, base_model: str | None, trust_pickle: bool, strict: bool):
-    """(tokenizer, backbone with the checkpoint's adapters): the base as recorded, refused when its weights are not
-    the ones the adapters were trained on."""
+    """(tokenizer, backbone with the checkpoint's adapters, if any): the base as recorded, refused when its weights
+    are not the ones the checkpoint was trained on (LoRA adapters or learned prompt tokens alike)."""
     base = base_model or adapter.base
     try:
         tokenizer, mlm = load_pretrained(base, trust_pickle, tokenizer_dir=ckpt / "tokenizer", strict=strict,
                                          kinds=("masked", "causal"))
     except ConfigError as e:
-        raise CheckpointError(ckpt / META, None, f"its LoRA adapters need their base model {base}, which does not "
-                              f"load: {e}; pass the base's folder as base_model=<folder>") from None
+        raise CheckpointError(ckpt / META, None, f"it holds what was trained on the base model {base}, which does "
+                              f"not load: {e}; pass the base's folder as base_model=<folder>") from None
     found = fingerprint(mlm)
     if found != adapter.fingerprint:
-        raise CheckpointError(ckpt / META, None, f"its LoRA adapters were trained on {adapter.base} (weights "
-                              f"fingerprint {adapter.fingerprint}); {base} holds other weights ({found}): adapters "
-                              "only mean something on the model they were trained on")
+        raise CheckpointError(ckpt / META, None, f"it was trained on {adapter.base} (weights fingerprint "
+                              f"{adapter.fingerprint}); {base} holds other weights ({found}): adapters and learned "
+                              "tokens only mean something on the model they were trained on")
     if adapter.r:
-        add_lora(mlm, adapter.base, adapter.r, adapter.alpha, adapter.dropout, adapter.target_modules)
+        inject_lora(mlm, adapter.r, adapter.alpha, adapter.dropout, adapter.target_modules)
         load_adapter_weights(mlm, ckpt)
     return tokenizer, mlm
 
@@ -247,4 +247,3 @@ def shape_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str | Non
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     shapes = sorted(k for k in set(got) & set(want) if got[k] != want[k])
     return f"missing {missing[:5]}, unexpected {extra[:5]}, other shape {shapes[:5]}"
-

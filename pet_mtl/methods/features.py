@@ -201,10 +201,10 @@ class PromptTable:
         lengths: dict[str, int] = {}
         init: dict[str, tuple[int, ...] | None] = {}
         owner: dict[str, Pattern] = {}
+        specials = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
         for p in patterns:
             for spec in p.soft_specs:
                 ids = None if spec.text is None else tuple(tokenizer(spec.text, add_special_tokens=False)["input_ids"])
-                specials = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
                 if ids is not None and (not ids or set(ids) & specials):
                     raise PatternError(p.origin, None, f"soft({spec.text!r}) must be text the tokenizer reads as "
                                        f"ordinary tokens; it gives {tokenizer.convert_ids_to_tokens(list(ids))}")

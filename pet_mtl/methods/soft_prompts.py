@@ -35,7 +35,6 @@ class SoftPrompts(nn.Module):
                      else ordinary[torch.randint(len(ordinary), (table.lengths[key],))])
             rows.append(vocab[index].clone())
         self.weight = nn.Parameter(torch.cat(rows).float())
-        self.keys = {key: (table.offsets[key], table.lengths[key]) for key in table.offsets}
         self._embeddings = [embeddings]  # a list: the model's module, read here, never registered (nor saved) twice
         #: P-tuning's reparametrisation: the tokens are encoder(weight) while they train
         self.encoder = None if encoder is None else PromptEncoder(self.weight.size(1), encoder)
