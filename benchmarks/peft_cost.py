@@ -9,7 +9,11 @@ Each setting is a real Trainer of the checkout this script sits in (the same row
 32, pet); training steps are timed round-robin (a few steps of each setting in turn, `--rounds` times) so a shared
 machine's drift hits all alike, then each predicts the same 1,536 validation rows. Printed per setting: trained and
 total parameters, the optimizer's state (AdamW: two moments per trained parameter), the checkpoint folder's size,
-training and prediction examples/s (median over rounds), and on a GPU the peak memory of a training step.
+training and prediction examples/s (median over rounds), the memory a training step holds beyond the weights, and on
+a GPU the peak memory of a training step. The step's memory is counted, not sampled, so it is exact on any machine:
+the tensors autograd saves for the backward pass (each storage once, through saved_tensors_hooks), plus a gradient
+and two AdamW moments per trained parameter. It is what parameter-efficient training saves besides the optimizer: a
+frozen matrix needs no saved input to form a weight gradient it never forms.
 """
 from __future__ import annotations
 
@@ -34,6 +38,25 @@ SETTINGS = {
 
 def folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def saved_mb(model, step) -> tuple[float, object]:
+    """MB of the distinct storages autograd saves for backward while `step()` runs its forward, the model's own
+    weights left out (they are held anyway), and what `step()` returned."""
+    import torch
+
+    weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = step()
+    return sum(seen.values()) / 2**20, out
 
 
 def main() -> int:
@@ -65,6 +88,13 @@ def main() -> int:
         trainers[name] = Trainer(cfg, tmp / f"run{i}")
     train_rate: dict[str, list[float]] = {n: [] for n in trainers}
     peak: dict[str, float] = {}
+    saved: dict[str, float] = {}
+    for name, tr in trainers.items():  # one step each, counted: the memory autograd keeps for the backward
+        tr.model.train()
+        batch = tr.next_batch()
+        saved[name], loss = saved_mb(tr.model, lambda: tr.objective.loss(tr.model(**tr.objective.prepare(batch)), batch))
+        loss.backward()
+        tr.optimizer.zero_grad(set_to_none=True)
     for _ in range(args.rounds):
         for name, tr in trainers.items():
             tr.model.train()
@@ -82,8 +112,9 @@ def main() -> int:
                 torch.cuda.synchronize()
                 peak[name] = torch.cuda.max_memory_allocated() / 2**20
             train_rate[name].append(seen / (time.perf_counter() - t0))
-    rows = ["| setting | trained params | total | optimizer state | checkpoint | train ex/s | predict ex/s |"
-            + (" peak GPU MB |" if peak else ""), "|---|---|---|---|---|---|---|" + ("---|" if peak else "")]
+    rows = ["| setting | trained params | total | optimizer state | saved activations | step memory | checkpoint "
+            "| train ex/s | predict ex/s |" + (" peak GPU MB |" if peak else ""),
+            "|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else "")]
     for name, tr in trainers.items():
         trained, total = parameter_counts(tr.model)
         ckpt = ckpt_io.save_checkpoint(tmp / f"ckpt-{len(rows)}", tr.model, tr.tokenizer, tr.meta(None), "{}\n")
@@ -92,8 +123,9 @@ def main() -> int:
         for task in tr.data:
             Predictor(tr.featurizer, tr.model, 128, "fp32", tr.device).scores([e for e in val if e.task == task])
         predict = len(val) / (time.perf_counter() - t0)
-        rows.append(f"| {name} | {trained:,} | {total:,} | {2 * trained * 4 / 2**20:.2f} MB | "
-                    f"{folder_mb(ckpt):.2f} MB | {statistics.median(train_rate[name]):.1f} | {predict:.0f} |"
+        state = 3 * trained * 4 / 2**20  # fp32 gradient + AdamW's two moments per trained parameter
+        rows.append(f"| {name} | {trained:,} | {total:,} | {2 * trained * 4 / 2**20:.2f} MB | {saved[name]:.1f} MB | "
+                    f"{saved[name] + state:.1f} MB | {folder_mb(ckpt):.2f} MB | {statistics.median(train_rate[name]):.1f} | {predict:.0f} |"
                     + (f" {peak[name]:.0f} |" if peak else ""))
     print("\n".join(rows))
     return 0
