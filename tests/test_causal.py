@@ -177,6 +177,11 @@ def test_what_method_causal_refuses(causal_dir):
         build_scorer("pet", tok, lm, {"tnews": [TNEWS]}, ["tnews"], 64)
     with pytest.raises(ConfigError, match=r"holds a causal LM \(GPT2LMHeadModel\); method=pet and pet_cln"):
         load_pretrained(causal_dir("gpt2"))
+    # label words the way the cloze's verbalizers are checked: one rule for both systems
+    for word, problem in [("[SEP]", r"special token\(s\) \['\[SEP\]'\]"), ("鑫", "unknown to the tokenizer")]:
+        bad = Pattern("tnews", "bad", "新闻分类：{{ title }}。类别：{{ mask }}", {**TNEWS.verbalizer, "100": word}, origin="bad.j2")
+        with pytest.raises(PatternError, match=rf"bad.j2: label 10\d word .*{problem}"):
+            build_scorer("causal", tok, lm, {"tnews": [bad]}, ["tnews"], 64)
 
 
 def test_the_workbench_previews_scores_and_checks_causal_patterns(causal_dir, small_dir, capsys):

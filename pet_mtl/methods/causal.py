@@ -29,10 +29,11 @@ from pet_mtl.methods.base import Featurizer, Method, MethodOptions
 from pet_mtl.methods.cloze import ClozeModel
 from pet_mtl.methods.features import (
     Feature,
-    LabelWords,
     PromptTable,
     check_soft,
+    check_word_tokens,
     clip_fields,
+    padded_words,
     prompt_tokens,
     segment_width,
     verbalizer_tensors,
@@ -78,20 +79,9 @@ class CausalWords:
             for word, t in zip(words[code], ids[code]):
                 if tuple(t) == self.tail:
                     raise PatternError(where, None, f"label {code} word {word!r} tokenizes to nothing after the prompt")
-                if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in t:
-                    raise PatternError(where, None, f"label {code} word {word!r} contains a token unknown to the "
-                                       f"tokenizer ({tokenizer.convert_ids_to_tokens(t)})")
+                check_word_tokens(where, code, word, t, tokenizer)
         slot = max(len(t) for ts in ids.values() for t in ts)
-        pad = tokenizer.pad_token_id
-        padded = {c: tuple(tuple(t + [pad] * (slot - len(t))) for t in ids[c]) for c in task.labels}
-        seen: dict[tuple[int, ...], str] = {}
-        for code in task.labels:
-            for t in padded[code]:
-                if seen.get(t, code) != code:
-                    raise PatternError(where, None, f"labels {seen[t]} and {code} have a word with the same tokens")
-                seen[t] = code
-        self.words = LabelWords(slot, tuple(words[c] for c in task.labels), tuple(padded[c] for c in task.labels),
-                                tuple(tuple(len(t) for t in ids[c]) for c in task.labels))
+        self.words = padded_words(where, task.labels, words, ids, slot, tokenizer)
 
 
 class CausalFeaturizer:

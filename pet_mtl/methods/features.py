@@ -92,13 +92,7 @@ def label_words(pattern: Pattern, tokenizer, context: str | None = None) -> Labe
                              f"[{' '.join(tokenizer.convert_ids_to_tokens(alone))}]")
             if not ids:
                 raise PatternError(where, None, f"label {code} word {word!r} tokenizes to nothing")
-            if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
-                raise PatternError(where, None, f"label {code} word {word!r} contains a token unknown to the "
-                                   f"tokenizer ({tokenizer.convert_ids_to_tokens(ids)}); choose a word in its vocabulary")
-            specials = set(ids) & set(tokenizer.all_special_ids)
-            if specials:
-                raise PatternError(where, None, f"label {code} word {word!r} contains the special token(s) "
-                                   f"{tokenizer.convert_ids_to_tokens(sorted(specials))}; a label word must be real text")
+            check_word_tokens(where, code, word, ids, tokenizer)
             tokenized[code].append(ids)
     longest = max(len(t) for ts in tokenized.values() for t in ts)
     slot_len = pattern.declared_slot or longest
@@ -108,19 +102,39 @@ def label_words(pattern: Pattern, tokenizer, context: str | None = None) -> Labe
                 raise PatternError(where, None, f"label {code} word {word!r} is {len(ids)} tokens "
                                    f"({' '.join(tokenizer.convert_ids_to_tokens(ids))}) but {pattern.origin} declares "
                                    f"a slot of {slot_len} (mask({slot_len})); shorten the word or widen the slot")
+    return padded_words(where, task.labels, words, tokenized, slot_len, tokenizer, tuple(notes))
+
+
+def check_word_tokens(where: str, code: str, word: str, ids: Sequence[int], tokenizer) -> None:
+    """A label word must be text the tokenizer knows: no unknown token (the model cannot tell such words apart), no
+    special token (it would be scored as a separator or a mask, not as the word)."""
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        raise PatternError(where, None, f"label {code} word {word!r} contains a token unknown to the "
+                           f"tokenizer ({tokenizer.convert_ids_to_tokens(list(ids))}); choose a word in its vocabulary")
+    specials = set(ids) & set(tokenizer.all_special_ids)
+    if specials:
+        raise PatternError(where, None, f"label {code} word {word!r} contains the special token(s) "
+                           f"{tokenizer.convert_ids_to_tokens(sorted(specials))}; a label word must be real text")
+
+
+def padded_words(where: str, labels: Sequence[str], words: dict[str, list[str]],
+                 tokenized: dict[str, list[list[int]]], slot_len: int, tokenizer, notes: tuple[str, ...] = ()
+                 ) -> LabelWords:
+    """Each word's tokens padded to the slot, refused when two labels end up with the same padded tokens (the
+    scorer could never tell them apart)."""
     pad = tokenizer.pad_token_id
     if pad is None:
         raise ConfigError("the tokenizer has no pad token; verbalizer padding needs one")
-    padded = {code: tuple(tuple(ids + [pad] * (slot_len - len(ids))) for ids in tokenized[code]) for code in task.labels}
+    padded = {code: tuple(tuple(ids + [pad] * (slot_len - len(ids))) for ids in tokenized[code]) for code in labels}
     seen: dict[tuple[int, ...], str] = {}
-    for code in task.labels:
+    for code in labels:
         for ids in padded[code]:
             if ids in seen and seen[ids] != code:
                 raise PatternError(where, None, f"labels {seen[ids]} and {code} have a word with the same token "
                                    "sequence after tokenization")
             seen[ids] = code
-    return LabelWords(slot_len, tuple(words[c] for c in task.labels), tuple(padded[c] for c in task.labels),
-                      tuple(tuple(len(t) for t in tokenized[c]) for c in task.labels), tuple(notes))
+    return LabelWords(slot_len, tuple(words[c] for c in labels), tuple(padded[c] for c in labels),
+                      tuple(tuple(len(t) for t in tokenized[c]) for c in labels), notes)
 
 
 def verbalizer_tensors(all_words: Sequence[LabelWords], patterns: Sequence[Pattern]) -> dict[str, torch.Tensor]:
