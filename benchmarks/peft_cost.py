@@ -40,6 +40,11 @@ def folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def step_loss(trainer, batch):
+    """A training step's loss as the trainer forms it (its objective over its model's forward)."""
+    return trainer.objective.loss(trainer.model(**trainer.objective.prepare(batch)), batch)
+
+
 def saved_mb(model, step) -> tuple[float, object]:
     """MB of the distinct storages autograd saves for backward while `step()` runs its forward, the model's own
     weights left out (they are held anyway), and what `step()` returned."""
@@ -92,7 +97,7 @@ def main() -> int:
     for name, tr in trainers.items():  # one step each, counted: the memory autograd keeps for the backward
         tr.model.train()
         batch = tr.next_batch()
-        saved[name], loss = saved_mb(tr.model, lambda: tr.objective.loss(tr.model(**tr.objective.prepare(batch)), batch))
+        saved[name], loss = saved_mb(tr.model, lambda: step_loss(tr, batch))
         loss.backward()
         tr.optimizer.zero_grad(set_to_none=True)
     for _ in range(args.rounds):
@@ -103,8 +108,7 @@ def main() -> int:
             seen, t0 = 0, time.perf_counter()
             for _ in range(args.steps):
                 batch = tr.next_batch()
-                loss = tr.objective.loss(tr.model(**tr.objective.prepare(batch)), batch)
-                loss.backward()
+                step_loss(tr, batch).backward()
                 tr.optimizer.step()
                 tr.optimizer.zero_grad(set_to_none=True)
                 seen += len(batch["input_ids"])

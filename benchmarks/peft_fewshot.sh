@@ -1,27 +1,15 @@
 #!/usr/bin/env bash
 # Issue 27: parameter-efficient settings in the few-shot regime, the protocol of methods_fewshot.sh (FewCLUE splits
 # 0..2 x 3 seeds, 200 steps of 16, checkpoint-best on dev_k every 50 steps, scored once on the fixed held-out set),
-# pet on zh-mini-mlm. One sweep per setting, each a subfolder of <out dir>:
-#   hard      the default set, everything trains (the reference)
-#   ptuning   the soft set (the default patterns' text as learned tokens + two task tokens), everything trains,
-#             the tokens at prompt_lr
-#   ptuning-lstm  the same through P-tuning's LSTM prompt encoder
-#   prompts   the soft set, the tokens alone (prompt tuning)
-#   lora      the default set, LoRA r=8 on query/value
+# pet on zh-mini-mlm. One sweep per setting (peft_settings.sh), each a subfolder of <out dir>.
 #   bash benchmarks/peft_fewshot.sh <out dir> [setting ...]   (default: all five; THREADS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?out dir}
 shift
+source benchmarks/peft_settings.sh
 SETTINGS=("$@")
-[ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(hard ptuning ptuning-lstm prompts lora)
-declare -A EXTRA=(
-  [hard]=""
-  [ptuning]="patterns=soft train.prompt_lr=3e-2"
-  [ptuning-lstm]="patterns=soft train.prompt_lr=3e-2 model.prompt_encoder=lstm"
-  [prompts]="patterns=soft train.train_only=prompts train.prompt_lr=3e-2"
-  [lora]="model.lora.r=8 train.lr=1e-3"
-)
+[ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=("${PEFT_SETTINGS[@]}")
 for s in "${SETTINGS[@]}"; do
   # shellcheck disable=SC2086
   python -m pet_mtl.train -m data=fewclue data.fewclue_split=0,1,2 seed=1,2,3 model.path=../shared/models/zh-mini-mlm \

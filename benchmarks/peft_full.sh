@@ -1,18 +1,12 @@
 #!/usr/bin/env bash
 # Issue 27: one parameter-efficient setting on the whole training files, one epoch, the protocol of causal_full.sh
 # and the parity sections (125,540 training rows, all 13,951 validation rows scored at the end, training's own
-# cross-fitted calibration), pet on zh-mini-mlm, seed 1. Settings as in peft_fewshot.sh.
+# cross-fitted calibration), pet on zh-mini-mlm, seed 1. The settings: peft_settings.sh.
 #   bash benchmarks/peft_full.sh <run dir> <hard | ptuning | ptuning-lstm | prompts | lora> [overrides...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:?run directory}
-declare -A EXTRA=(
-  [hard]=""
-  [ptuning]="patterns=soft train.prompt_lr=3e-2"
-  [ptuning-lstm]="patterns=soft train.prompt_lr=3e-2 model.prompt_encoder=lstm"
-  [prompts]="patterns=soft train.train_only=prompts train.prompt_lr=3e-2"
-  [lora]="model.lora.r=8 train.lr=1e-3"
-)
+source benchmarks/peft_settings.sh
 # shellcheck disable=SC2086
 python -m pet_mtl.train seed=1 model.path=../shared/models/zh-mini-mlm data.dir=../shared/data/tianchi \
   train.epochs=1 train.lr=3e-4 train.eval_every=0 "train.predict_splits=[]" train.progress=false train.plots=false \

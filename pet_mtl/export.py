@@ -60,7 +60,8 @@ def export(path: str | Path, out: Path, base_model: str | None = None) -> Path:
             if (ckpt / name).is_file():
                 shutil.copy2(ckpt / name, tmp / name)
 
-    return save_checkpoint(out, model, featurizer.tokenizer, kept, (ckpt / "config.yaml").read_text(encoding="utf-8"), carry)
+    config_yaml = (ckpt / "config.yaml").read_text(encoding="utf-8")
+    return save_checkpoint(out, model, featurizer.tokenizer, kept, config_yaml, carry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -333,6 +333,7 @@ def test_leftover_temporary_checkpoint_folders_are_cleaned_on_the_next_run(train
     ("train.warmup_ratio=1.5", "expected a number in [0, 1)"),
     ("model.max_length=0", "model.max_length=0"),
     ("model.head_init=xavier", "model.head_init='xavier': expected one of bert, torch"),
+    ("model.prompt_encoder=gru", "model.prompt_encoder='gru': expected lstm, mlp or null"),
     ("train.batch_tasks=per_task", "train.batch_tasks='per_task': expected one of mixed, single"),
     ("train.sampling=uniform", "train.sampling='uniform': expected one of proportional, temperature, round_robin"),
     ("tasks=[]", "expected one or more distinct task names"),

@@ -15,7 +15,16 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from pet_mtl.core.errors import ConfigError
 from pet_mtl.methods.features import PromptTable
+
+#: P-tuning's prompt encoders (model.prompt_encoder), by whether the MLP reads the tokens through a bidirectional LSTM
+PROMPT_ENCODERS = {"lstm": True, "mlp": False}
+
+
+def check_prompt_encoder(kind: str | None) -> None:
+    if kind is not None and kind not in PROMPT_ENCODERS:
+        raise ConfigError(f"model.prompt_encoder={kind!r}: expected {', '.join(PROMPT_ENCODERS)} or null")
 
 
 class SoftPrompts(nn.Module):
@@ -78,7 +87,8 @@ class PromptEncoder(nn.Module):
 
     def __init__(self, dim: int, kind: str):
         super().__init__()
-        self.lstm = nn.LSTM(dim, dim // 2, bidirectional=True, batch_first=True) if kind == "lstm" else None
+        check_prompt_encoder(kind)
+        self.lstm = nn.LSTM(dim, dim // 2, bidirectional=True, batch_first=True) if PROMPT_ENCODERS[kind] else None
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)

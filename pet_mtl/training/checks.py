@@ -13,6 +13,7 @@ from pet_mtl.core.validate import apply_renames, check_ranges
 from pet_mtl.data.readers import iter_examples
 from pet_mtl.data.sampling import check_batching
 from pet_mtl.methods.heads import check_head_init
+from pet_mtl.methods.soft_prompts import check_prompt_encoder
 from pet_mtl.prompts import SCORING_RULES
 
 
@@ -23,8 +24,7 @@ def check(cfg: DictConfig) -> None:
 
     check_head_init(cfg.model.head_init)
     check_batching(cfg.train.sampling, cfg.train.batch_tasks)
-    if cfg.model.prompt_encoder not in (None, "lstm", "mlp"):
-        raise ConfigError(f"model.prompt_encoder={cfg.model.prompt_encoder!r}: expected lstm, mlp or null")
+    check_prompt_encoder(cfg.model.prompt_encoder)
     if cfg.train.train_only not in (None, "prompts"):
         raise ConfigError(f"train.train_only={cfg.train.train_only!r}: expected prompts (train only the patterns' "
                           "soft() tokens) or null")
